@@ -1,0 +1,106 @@
+"""Version shims for transformers internals (attention dispatch, KV caches).
+
+transformers changes these interfaces often (LLMLingua broke on the 5.x KV cache,
+issue #210); everything that touches them lives here, nowhere else.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextvars import ContextVar
+from typing import Any
+from collections.abc import Callable
+
+import torch
+
+__all__ = [
+    "ATTN_IMPL",
+    "active_capture",
+    "capture_attention",
+    "install_scoring_attention",
+    "new_kv_cache",
+]
+
+ATTN_IMPL = "specprefill_sdpa"
+
+# The capture object for the forward pass running in this thread / task, if any.
+_CAPTURE: ContextVar[Any] = ContextVar("specprefill_attention_capture", default=None)
+_REGISTER_LOCK = threading.Lock()
+_registered = False
+
+
+def active_capture() -> Any:
+    return _CAPTURE.get()
+
+
+class capture_attention:
+    """Route the attention layers of forwards run inside this block to ``capture.record``."""
+
+    def __init__(self, capture: Any) -> None:
+        self._capture = capture
+        self._token: Any = None
+
+    def __enter__(self) -> Any:
+        self._token = _CAPTURE.set(self._capture)
+        return self._capture
+
+    def __exit__(self, *exc: object) -> None:
+        _CAPTURE.reset(self._token)
+
+
+def _sdpa_forward() -> Callable[..., Any]:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward
+
+
+def _scoring_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                       value: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs: Any) -> Any:
+    """SDPA attention that also hands (query, key) to the active capture, if any.
+
+    The capture sees post-RoPE / post-norm queries and the full key states of the
+    layer (cache included), i.e. exactly what the model attends with.
+    """
+    capture = _CAPTURE.get()
+    if capture is not None:
+        capture.record(module, query, key, kwargs.get("scaling"), kwargs.get("sliding_window"),
+                       kwargs.get("softcap"))
+    return _sdpa_forward()(module, query, key, value, attention_mask, **kwargs)
+
+
+def _register() -> None:
+    global _registered
+    with _REGISTER_LOCK:
+        if _registered:
+            return
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+        AttentionInterface.register(ATTN_IMPL, _scoring_attention)
+        AttentionMaskInterface.register(ATTN_IMPL, sdpa_mask)
+        _registered = True
+
+
+def install_scoring_attention(model: Any) -> None:
+    """Switch ``model`` to the capturing SDPA attention (idempotent).
+
+    Outside a :class:`capture_attention` block it behaves exactly like ``"sdpa"``.
+    """
+    _register()
+    if getattr(model.config, "_attn_implementation", None) == ATTN_IMPL:
+        return
+    model.set_attn_implementation(ATTN_IMPL)
+    if getattr(model.config, "_attn_implementation", None) != ATTN_IMPL:
+        from .errors import DraftModelError
+
+        raise DraftModelError(
+            f"{type(model).__name__} does not support pluggable attention (transformers AttentionInterface); "
+            "use a Llama-, Qwen2-, Gemma3- or similar draft"
+        )
+
+
+def new_kv_cache(model: Any) -> Any:
+    """An empty dynamic KV cache laid out for ``model`` (sliding-window layers included)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)

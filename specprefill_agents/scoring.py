@@ -1,0 +1,248 @@
+"""Token importance from the draft model's attention (SpecPrefill / SpecPC).
+
+The context runs through the draft with SDPA and a KV cache, in chunks, so no
+n x n attention is ever materialised.  Then the query block (an explicit query or
+the prompt's tail) and ``lookahead`` greedily generated tokens run on top of that
+cache; for those rows only, each layer's softmax over the context keys is computed
+in fp32 and folded into a (rows x context) buffer on the fly: max or mean over heads
+and layers, then mean or max over rows.  Inputs longer than the draft's window are
+scored in windows that each end with the query block.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._compat import capture_attention, install_scoring_attention, new_kv_cache
+from .config import ScoringConfig
+from .draft import DraftModel
+from .errors import ScoringError
+
+__all__ = ["DraftScorer", "RawScores", "smooth_scores", "plan_windows"]
+
+logger = logging.getLogger(__name__)
+
+_ROW_CHUNK = 64  # query rows scored at once: bounds the (heads x rows x context) temporary
+
+
+@dataclass(frozen=True)
+class RawScores:
+    """Per-token importance of the context tokens, and what computing it cost."""
+
+    scores: np.ndarray  # (n_context,) float32; 1.0 = the attention a uniform spread would give
+    forwarded: int  # draft tokens run through the model (context + query + lookahead, all windows)
+    windows: int
+    lookahead_tokens: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Capture:
+    """Folds each layer's query-row attention onto the context keys into one buffer."""
+
+    def __init__(self, ctx_start: int, ctx_len: int, max_rows: int, config: ScoringConfig,
+                 device: torch.device) -> None:
+        self.ctx_start, self.ctx_len, self.config = ctx_start, ctx_len, config
+        self.acc = torch.zeros(max_rows, ctx_len, dtype=torch.float32, device=device)
+        self.layers: set[int] = set()
+        self.row = 0  # first buffer row of the forward about to run
+        self.total = 0  # sequence length once that forward has run
+
+    def begin(self, rows: int, total_positions: int) -> None:
+        self.pending_rows, self.total = rows, total_positions
+
+    def advance(self) -> None:
+        self.row += self.pending_rows
+
+    def record(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+               scaling: float | None, sliding_window: int | None, softcap: float | None) -> None:
+        layer = int(getattr(module, "layer_idx", 0))
+        if layer < self.config.skip_layers:
+            return
+        key_start = self.total - key.shape[-2]  # absolute position of key[..., 0, :]
+        lo, hi = max(self.ctx_start, key_start), self.ctx_start + self.ctx_len
+        if hi <= lo:
+            return
+        self.layers.add(layer)
+        keys = key[0, :, lo - key_start:hi - key_start, :].float()  # (kv_heads, m, d)
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        q_len = query.shape[2]
+        for r0 in range(0, q_len, _ROW_CHUNK):
+            q = query[0, :, r0:r0 + _ROW_CHUNK, :].float()  # (heads, r, d)
+            pos = torch.arange(self.total - q_len + r0, self.total - q_len + r0 + q.shape[1],
+                               device=q.device)
+            weights = self._layer_weights(q, keys, scale, softcap, sliding_window, pos, lo)
+            self._fold(weights, self.row + r0, lo - self.ctx_start)
+
+    def _layer_weights(self, q: torch.Tensor, keys: torch.Tensor, scale: float, softcap: float | None,
+                       sliding_window: int | None, pos: torch.Tensor, lo: int) -> torch.Tensor:
+        heads, rows, dim = q.shape
+        kv_heads = keys.shape[0]
+        grouped = q.reshape(kv_heads, (heads // kv_heads) * rows, dim)  # GQA without repeating keys
+        logits = torch.matmul(grouped, keys.transpose(-1, -2)).mul_(scale)
+        logits = logits.reshape(heads, rows, keys.shape[1])
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        if sliding_window:
+            key_pos = torch.arange(lo, lo + keys.shape[1], device=q.device)
+            hidden = key_pos[None, :] <= (pos[:, None] - sliding_window)
+            logits = logits.masked_fill(hidden[None], float("-inf"))
+        weights = torch.softmax(logits, dim=-1).nan_to_num_(0.0)  # rows that see no context: 0
+        return weights.amax(0) if self.config.head_agg == "max" else weights.mean(0)
+
+    def _fold(self, weights: torch.Tensor, row: int, col: int) -> None:
+        target = self.acc[row:row + weights.shape[0], col:col + weights.shape[1]]
+        if self.config.layer_agg == "max":
+            torch.maximum(target, weights, out=target)
+        else:
+            target.add_(weights)
+
+    def finish(self) -> np.ndarray:
+        rows = self.acc[: self.row]
+        if rows.shape[0] == 0 or not self.layers:
+            return np.zeros(self.ctx_len, dtype=np.float32)
+        if self.config.layer_agg == "mean":
+            rows = rows / len(self.layers)
+        agg = rows.mean(0) if self.config.query_agg == "mean" else rows.amax(0)
+        return (agg * self.ctx_len).cpu().numpy().astype(np.float32)
+
+
+def plan_windows(n_context: int, room: int) -> list[tuple[int, int]]:
+    """Split ``n_context`` tokens into near-equal windows of at most ``room`` tokens."""
+    if n_context <= 0:
+        return []
+    count = math.ceil(n_context / room)
+    bounds = np.linspace(0, n_context, count + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def smooth_scores(scores: np.ndarray, kernel: int, boundaries: Sequence[int] = ()) -> np.ndarray:
+    """Average-pool ``scores`` with an odd ``kernel``, never across ``boundaries``.
+
+    Edges average over the part of the window that exists (no zero padding).
+    """
+    if kernel <= 1 or scores.size == 0:
+        return scores.astype(np.float32, copy=True)
+    out = np.empty_like(scores, dtype=np.float32)
+    cuts = [0, *[b for b in boundaries if 0 < b < scores.size], scores.size]
+    half = kernel // 2
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        if b <= a:
+            continue
+        part = scores[a:b].astype(np.float64)
+        csum = np.concatenate([[0.0], np.cumsum(part)])
+        idx = np.arange(b - a)
+        lo, hi = np.maximum(idx - half, 0), np.minimum(idx + half + 1, b - a)
+        out[a:b] = (csum[hi] - csum[lo]) / (hi - lo)
+    return out
+
+
+class DraftScorer:
+    """Scores context tokens with one draft model. Thread-safe: no per-call state on self."""
+
+    def __init__(self, draft: DraftModel, config: ScoringConfig | None = None) -> None:
+        self.draft = draft
+        self.config = config or ScoringConfig()
+        install_scoring_attention(draft.model)
+        self._prefix = _bos_prefix(draft.tokenizer)
+        self._eos = _eos_ids(draft)
+
+    @property
+    def max_window(self) -> int:
+        return int(self.config.window_tokens or self.draft.max_context)
+
+    def query_limit(self) -> int:
+        """Most query tokens a window can take while leaving room for context."""
+        return max(1, min(self.config.max_query_tokens, self.max_window // 4))
+
+    def score(self, context_ids: Sequence[int], query_ids: Sequence[int]) -> RawScores:
+        """Importance of each context token for answering ``query_ids`` (which follow the context)."""
+        query = list(query_ids)[-self.query_limit():]
+        if not query:
+            raise ScoringError("the query block is empty: pass a query or a non-empty prompt")
+        room = self.max_window - len(self._prefix) - len(query) - self.config.lookahead
+        windows = plan_windows(len(context_ids), room)
+        timings = {"prefill": 0.0, "query": 0.0, "lookahead": 0.0}
+        parts, forwarded, looked = [], 0, 0
+        for a, b in windows:
+            window_scores, n_look = self._score_window(list(context_ids[a:b]), query, timings)
+            parts.append(window_scores)
+            forwarded += len(self._prefix) + (b - a) + len(query) + n_look
+            looked += n_look
+        scores = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        return RawScores(scores, forwarded, len(windows), looked, timings)
+
+    @torch.inference_mode()
+    def _score_window(self, context: list[int], query: list[int],
+                      timings: dict[str, float]) -> tuple[np.ndarray, int]:
+        model, device = self.draft.model, self.draft.device
+        cache = new_kv_cache(model)
+        ids = self._prefix + context
+        t0 = time.perf_counter()
+        self._prefill(ids, cache, device)
+        t1 = time.perf_counter()
+        capture = _Capture(len(self._prefix), len(context), len(query) + self.config.lookahead,
+                           self.config, device)
+        with capture_attention(capture):
+            logits = self._step(query, len(ids), capture, cache, device)
+            t2 = time.perf_counter()
+            n_look = self._lookahead(logits, len(ids) + len(query), capture, cache, device)
+        t3 = time.perf_counter()
+        timings["prefill"] += t1 - t0
+        timings["query"] += t2 - t1
+        timings["lookahead"] += t3 - t2
+        return capture.finish(), n_look
+
+    def _prefill(self, ids: list[int], cache: Any, device: torch.device) -> None:
+        step = self.config.prefill_chunk
+        for start in range(0, len(ids), step):
+            chunk = torch.tensor([ids[start:start + step]], device=device)
+            self.draft.model(input_ids=chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)
+
+    def _step(self, ids: list[int], done: int, capture: _Capture, cache: Any,
+              device: torch.device) -> torch.Tensor:
+        capture.begin(len(ids), done + len(ids))
+        out = self.draft.model(input_ids=torch.tensor([ids], device=device), past_key_values=cache,
+                               use_cache=True, logits_to_keep=1)
+        capture.advance()
+        return out.logits[0, -1]
+
+    def _lookahead(self, logits: torch.Tensor, done: int, capture: _Capture, cache: Any,
+                   device: torch.device) -> int:
+        generated = 0
+        for _ in range(self.config.lookahead):
+            token = int(torch.argmax(logits).item())
+            if token in self._eos:
+                break
+            logits = self._step([token], done + generated, capture, cache, device)
+            generated += 1
+        return generated
+
+
+def _bos_prefix(tokenizer: Any) -> list[int]:
+    """The special tokens the tokenizer puts before text (BOS for Gemma/Llama-2), if any."""
+    with_special = tokenizer("x", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+    if plain and len(with_special) > len(plain) and with_special[-len(plain):] == plain:
+        return list(with_special[: len(with_special) - len(plain)])
+    return []
+
+
+def _eos_ids(draft: DraftModel) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(draft.model, "generation_config", None), draft.model.config):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    if getattr(draft.tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(draft.tokenizer.eos_token_id))
+    return ids

@@ -1,0 +1,316 @@
+"""Chunks, budget-driven selection and rendering: pure functions, no torch.
+
+Pipeline for the compressible segments of one request:
+
+1. :func:`plan_segment` cuts each segment into chunks that partition its text:
+   consecutive units (words / lines / sentences) of about ``chunk_tokens`` draft
+   tokens plus the whitespace after them.  The first and the last unit are each an
+   *anchor* chunk, always kept.
+2. :func:`choose` selects chunks across all segments at once under one budget
+   (counted with the caller's counter, e.g. the target tokenizer), then verifies
+   the rendered output against the budget and drops chunks until it fits.
+3. :func:`render` writes the kept chunks in their original order, merges adjacent
+   ones and joins the gaps with a marker (``[...]`` for prose, a comment line for code).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .alignment import detect_kind, resolve_unit, split_units, unit_scores
+from .config import CompressionConfig
+from .errors import ConfigError, InputError
+from .types import KeptSpan
+
+__all__ = ["Chunk", "SegmentPlan", "choose", "gap_separator", "plan_segment", "render"]
+
+logger = logging.getLogger(__name__)
+
+Counter = Callable[[str], int]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Characters ``[start, end)`` of a segment: some units plus the whitespace after them."""
+
+    start: int
+    end: int
+    score: float
+    draft_tokens: int
+    anchor: bool
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """A segment's text, its kind and chunks that partition ``[0, len(text))`` in order."""
+
+    text: str
+    kind: Literal["prose", "code"]
+    chunks: tuple[Chunk, ...]
+
+    def chunk_text(self, index: int) -> str:
+        chunk = self.chunks[index]
+        return self.text[chunk.start : chunk.end]
+
+
+def gap_separator(kind: str, config: CompressionConfig) -> str:
+    """What replaces a removed gap: ``" [...] "`` for prose, ``"\\n# [...]\\n"`` for code."""
+    if kind == "code":
+        return f"\n{config.code_gap_marker}\n" if config.code_gap_marker else "\n"
+    return f" {config.gap_marker} " if config.gap_marker else " "
+
+
+# --- planning ---------------------------------------------------------------------
+
+
+def _groups(counts: np.ndarray, target: int) -> list[tuple[int, int]]:
+    """Inclusive unit ranges: first unit, then middle units greedily filled up to
+    ``target`` draft tokens (a chunk closes once it reaches the target), then the last."""
+    u = len(counts)
+    groups = [(0, 0)]
+    if u > 2:
+        cum = np.cumsum(counts[1 : u - 1])
+        i, last = 0, u - 3
+        while i <= last:
+            base = int(cum[i - 1]) if i else 0
+            j = min(int(np.searchsorted(cum, base + target, side="left")), last)
+            groups.append((i + 1, j + 1))
+            i = j + 1
+    if u > 1:
+        groups.append((u - 1, u - 1))
+    return groups
+
+
+def _chunks(
+    text: str, units: np.ndarray, scores: np.ndarray, counts: np.ndarray, target: int
+) -> tuple[Chunk, ...]:
+    groups = _groups(counts, target)
+    firsts = np.array([g[0] for g in groups], dtype=np.int64)
+    tokens = np.add.reduceat(counts, firsts)
+    weighted = np.add.reduceat(scores * counts, firsts) / tokens
+    bounds = [0, *(int(units[f, 0]) for f in firsts[1:]), len(text)]
+    last = len(groups) - 1
+    return tuple(
+        Chunk(bounds[j], bounds[j + 1], float(weighted[j]), int(tokens[j]), j in (0, last))
+        for j in range(len(groups))
+    )
+
+
+def plan_segment(
+    text: str,
+    token_offsets: np.ndarray,
+    token_scores: np.ndarray,
+    config: CompressionConfig,
+    kind: str = "auto",
+) -> SegmentPlan:
+    """Cut ``text`` into scored chunks from its draft-token offsets and scores.
+
+    ``kind`` is ``"auto"`` (detected), ``"prose"`` or ``"code"``.  Line units use
+    ``config.code_chunk_tokens``, other units ``config.chunk_tokens``.  A chunk's
+    score is the draft-token-weighted mean of its unit scores.  Empty or
+    whitespace-only text gives one anchor chunk covering the whole text.
+    """
+    if kind == "auto":
+        kind = detect_kind(text)
+    if kind not in ("prose", "code"):
+        raise ConfigError(f"kind must be 'auto', 'prose' or 'code', got {kind!r}")
+    unit = resolve_unit(config.unit, kind)
+    units = split_units(text, unit)
+    if len(units) == 0:
+        return SegmentPlan(text, kind, (Chunk(0, len(text), 0.0, 0, True),))  # type: ignore[arg-type]
+    scores, counts = unit_scores(units, token_offsets, token_scores, config.unit_reduce)
+    target = config.code_chunk_tokens if unit == "line" else config.chunk_tokens
+    return SegmentPlan(text, kind, _chunks(text, units, scores, counts, target))  # type: ignore[arg-type]
+
+
+# --- rendering --------------------------------------------------------------------
+
+
+def _runs(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive indices, as inclusive ``(first, last)`` pairs."""
+    runs: list[tuple[int, int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
+
+
+def _kept_indices(kept: Sequence[int], n: int) -> list[int]:
+    indices = sorted({int(i) for i in kept})
+    if indices and (indices[0] < 0 or indices[-1] >= n):
+        raise InputError(f"kept chunk indices must be in [0, {n}), got {indices}")
+    return indices
+
+
+def render(
+    plan: SegmentPlan, kept: Sequence[int], config: CompressionConfig
+) -> tuple[str, tuple[KeptSpan, ...]]:
+    """Write the kept chunks of ``plan`` in original order, gaps joined by a marker.
+
+    Adjacent kept chunks merge into one :class:`KeptSpan`.  A run followed by a gap
+    loses its trailing whitespace; the gap becomes :func:`gap_separator` (``" [...] "``
+    for prose, ``"\\n# [...]\\n"`` for code), so ``output == separator.join(span texts)``.
+    All chunks kept → the input text unchanged; nothing kept → ``""``.
+    """
+    indices = _kept_indices(kept, len(plan.chunks))
+    if not indices:
+        return "", ()
+    if len(indices) == len(plan.chunks):
+        return plan.text, (KeptSpan(0, len(plan.text)),)
+    runs = _runs(indices)
+    spans = []
+    for r, (first, last) in enumerate(runs):
+        start, end = plan.chunks[first].start, plan.chunks[last].end
+        if r < len(runs) - 1:
+            end = start + len(plan.text[start:end].rstrip())
+        spans.append(KeptSpan(start, end))
+    separator = gap_separator(plan.kind, config)
+    return separator.join(plan.text[s.start : s.end] for s in spans), tuple(spans)
+
+
+# --- selection --------------------------------------------------------------------
+
+
+def _gap_delta(kept: set[int], index: int) -> int:
+    """Change in the number of gap markers when non-anchor chunk ``index`` joins ``kept``.
+
+    Both anchors are kept, so a new chunk always has kept chunks on both sides: it
+    splits a gap (+1), shortens one (0) or closes one (-1).
+    """
+    return 1 - (index - 1 in kept) - (index + 1 in kept)
+
+
+def _mass(plans: Sequence[SegmentPlan]) -> dict[tuple[int, int], float]:
+    """Normalised score mass (score × draft tokens) of every non-anchor chunk, or {} if none."""
+    raw = {
+        (p, i): max(c.score, 0.0) * c.draft_tokens
+        for p, plan in enumerate(plans)
+        for i, c in enumerate(plan.chunks)
+        if not c.anchor
+    }
+    total = sum(raw.values())
+    return {key: value / total for key, value in raw.items()} if total > 0 else {}
+
+
+def _fill(
+    plans: Sequence[SegmentPlan],
+    costs: list[list[float]],
+    kept: list[set[int]],
+    remaining: float,
+    marker_costs: list[int],
+    top_p: float | None,
+) -> None:
+    """Greedy: non-anchor chunks by descending score while their estimated cost fits."""
+    order = sorted(
+        (-c.score, p, i) for p, plan in enumerate(plans) for i, c in enumerate(plan.chunks) if not c.anchor
+    )
+    mass = _mass(plans) if top_p is not None else {}
+    taken = 0.0
+    for _, p, i in order:
+        cost = costs[p][i] + _gap_delta(kept[p], i) * marker_costs[p]
+        if cost > remaining:
+            continue
+        kept[p].add(i)
+        remaining -= cost
+        taken += mass.get((p, i), 0.0)
+        if mass and top_p is not None and taken >= top_p:
+            break
+
+
+def _calibrated(costs: list[list[int]], whole: list[int]) -> list[list[float]]:
+    """Chunk costs scaled so each plan's chunks add up to its whole-text count.
+
+    Counting chunks apart overestimates with BPE counters (a chunk's trailing space or
+    newline becomes a token of its own); without this the greedy fill would stop well
+    short of the budget.  The verification pass still enforces the real count.
+    """
+    scaled = []
+    for plan_costs, plan_whole in zip(costs, whole):
+        parts = sum(plan_costs)
+        factor = min(1.0, plan_whole / parts) if parts > 0 else 1.0
+        scaled.append([cost * factor for cost in plan_costs])
+    return scaled
+
+
+def _rendered_cost(plan: SegmentPlan, kept: set[int], counter: Counter, config: CompressionConfig) -> int:
+    return counter(render(plan, sorted(kept), config)[0])
+
+
+def _enforce(
+    plans: Sequence[SegmentPlan],
+    kept: list[set[int]],
+    costs: list[list[int]],
+    budget: int,
+    counter: Counter,
+    config: CompressionConfig,
+    marker_costs: list[int],
+) -> None:
+    """Render, count, and drop the lowest-scored kept non-anchor chunks until the total fits.
+
+    Drops come in batches sized by an optimistic estimate of what each frees (its
+    cost plus one marker), so each batch is a prefix of what one-at-a-time dropping
+    would remove; only the segments that changed are rendered and counted again.
+    """
+    counts = [_rendered_cost(plan, kept[p], counter, config) for p, plan in enumerate(plans)]
+    droppable = sorted(
+        (
+            (plans[p].chunks[i].score, -p, -i)
+            for p in range(len(plans))
+            for i in kept[p]
+            if not plans[p].chunks[i].anchor
+        ),
+        reverse=True,
+    )
+    while sum(counts) > budget and droppable:
+        excess, freed = sum(counts) - budget, 0
+        changed: set[int] = set()
+        while droppable and (freed < excess or not changed):
+            _, neg_p, neg_i = droppable.pop()
+            kept[-neg_p].discard(-neg_i)
+            freed += costs[-neg_p][-neg_i] + marker_costs[-neg_p]
+            changed.add(-neg_p)
+        for p in changed:
+            counts[p] = _rendered_cost(plans[p], kept[p], counter, config)
+    if sum(counts) > budget:
+        logger.debug("anchors alone (%d tokens) exceed the budget of %d", sum(counts), budget)
+
+
+def choose(
+    plans: Sequence[SegmentPlan],
+    budget: int,
+    counter: Counter,
+    config: CompressionConfig,
+) -> tuple[tuple[int, ...], ...]:
+    """Indices of the chunks to keep in each plan (ascending), chosen globally.
+
+    Anchors are always kept.  If the whole texts fit (``sum(counter(plan.text))`` is
+    within ``budget``) everything is kept.  Otherwise non-anchor chunks are added
+    by descending score (ties: earlier plan, then earlier chunk) while their cost,
+    including the gap marker they add or remove, fits; ``config.top_p`` stops early
+    once the added chunks hold that share of the normalised score mass.  Finally the
+    rendered output is counted: ``sum(counter(render(plan)))`` ends ≤ ``budget``
+    unless the anchors alone exceed it, in which case only anchors are kept.
+    """
+    whole = [counter(plan.text) for plan in plans]
+    if sum(whole) <= budget:
+        return tuple(tuple(range(len(plan.chunks))) for plan in plans)
+    costs = [[counter(plan.chunk_text(i)) for i in range(len(plan.chunks))] for plan in plans]
+    marker_costs = [counter(gap_separator(plan.kind, config)) for plan in plans]
+    estimates = _calibrated(costs, whole)
+    kept = [{i for i, c in enumerate(plan.chunks) if c.anchor} for plan in plans]
+    anchor_cost = sum(
+        estimates[p][i] + (marker_costs[p] if i > 0 and i - 1 not in kept[p] else 0)
+        for p in range(len(plans))
+        for i in kept[p]
+    )
+    if anchor_cost <= budget:
+        _fill(plans, estimates, kept, budget - anchor_cost, marker_costs, config.top_p)
+    _enforce(plans, kept, costs, budget, counter, config, marker_costs)
+    return tuple(tuple(sorted(k)) for k in kept)

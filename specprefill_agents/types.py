@@ -1,0 +1,130 @@
+"""Data types passed between the stages (data only, no behaviour beyond views)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+__all__ = [
+    "Segment",
+    "KeptSpan",
+    "SegmentScores",
+    "TokenScores",
+    "CompressionStats",
+    "CompressionResult",
+]
+
+SegmentKind = Literal["auto", "prose", "code"]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One piece of the prompt: a message body, a tool output, a retrieved document.
+
+    ``compressible`` segments may be shortened; ``protected`` ones are byte-identical
+    in the output whatever else is set (system prompts, the latest user turn...).
+    ``id`` and ``role`` are carried through untouched so callers can map results back.
+    """
+
+    text: str
+    role: str = "context"
+    compressible: bool = True
+    protected: bool = False
+    id: str | None = None
+    kind: SegmentKind = "auto"
+
+    @property
+    def may_compress(self) -> bool:
+        return self.compressible and not self.protected
+
+
+@dataclass(frozen=True)
+class KeptSpan:
+    """A kept character range ``[start, end)`` of the original segment text."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class SegmentScores:
+    """Draft-token importance for one segment: character offsets and scores."""
+
+    offsets: np.ndarray  # (k, 2) int64, character spans into the segment text
+    scores: np.ndarray  # (k,) float32
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Draft-token importance for a whole prompt, per segment, plus what it cost."""
+
+    segments: tuple[SegmentScores, ...]
+    draft_tokens_forwarded: int
+    windows: int
+    lookahead_tokens: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompressionStats:
+    """What a compression did and what it cost. Token counts name their counter.
+
+    ``original_tokens`` / ``compressed_tokens`` count every segment (protected ones
+    included); ``budget_tokens`` applies to the compressible segments only.
+    """
+
+    original_tokens: int
+    compressed_tokens: int
+    counted_with: str
+    budget_tokens: int
+    budget_exceeded: bool
+    segments_total: int
+    segments_compressed: int
+    draft_tokens_forwarded: int = 0
+    draft_tokens_reused: int = 0
+    score_cache_hits: int = 0
+    windows: int = 0
+    lookahead_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    failure: str | None = None  # set when compression failed and the input passed through
+
+    @property
+    def saved_tokens(self) -> int:
+        return self.original_tokens - self.compressed_tokens
+
+    @property
+    def ratio(self) -> float:
+        """compressed / original (1.0 when nothing was counted)."""
+        return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    """Compressed segments (same count and order as the input) with their provenance."""
+
+    segments: tuple[Segment, ...]
+    kept_spans: tuple[tuple[KeptSpan, ...], ...]
+    stats: CompressionStats
+    separator: str = "\n\n"
+
+    @property
+    def text(self) -> str:
+        """All segments joined by ``separator`` (the input's own joiner for ``compress``)."""
+        return self.separator.join(s.text for s in self.segments)
+
+    @property
+    def texts(self) -> list[str]:
+        return [s.text for s in self.segments]
+
+    @property
+    def original_tokens(self) -> int:
+        return self.stats.original_tokens
+
+    @property
+    def compressed_tokens(self) -> int:
+        return self.stats.compressed_tokens

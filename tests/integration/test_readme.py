@@ -1,0 +1,44 @@
+"""The README's commands and snippets are the ones that run."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def _bash_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    test_command = _bash_blocks()[1].strip()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_command in ci.splitlines()
+
+
+def test_python_snippets_run_with_the_embedded_draft() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert len(blocks) >= 2
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    res = namespace["res"]
+    assert res.compressed_tokens <= 400
+
+
+def test_main_job_command_runs_offline() -> None:
+    command = _bash_blocks()[0].strip()
+    job = command.split("&&", 1)[1].strip()  # the install part ran already (this is its venv)
+    job = job.replace(".venv/bin/", str(Path(sys.executable).parent) + "/")
+    proc = subprocess.run(["bash", "-c", job], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert proc.returncode == 0, proc.stderr
+    assert "max_lines" in proc.stdout
+    assert re.search(r"\d+ -> \d+ tokens", proc.stderr)
+    assert shlex.split(job)[0].endswith("specprefill")

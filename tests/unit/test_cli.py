@@ -1,0 +1,99 @@
+"""The specprefill command, run in-process with a tiny draft saved to disk."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from specprefill_agents import cli
+from tests._tiny import tiny_draft
+
+PROSE = inspect.getdoc(textwrap.TextWrapper) or ""
+
+
+@pytest.fixture(scope="module")
+def draft_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("tiny-draft")
+    draft = tiny_draft("llama")
+    draft.model.save_pretrained(path)
+    draft.tokenizer.save_pretrained(path)
+    return str(path)
+
+
+class _Std(io.TextIOWrapper):
+    """A text stream backed by bytes, like the real sys.stdout/stdin."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        super().__init__(io.BytesIO(data), encoding="utf-8", errors="surrogateescape", newline="")
+
+    def value(self) -> bytes:
+        self.flush()
+        return self.buffer.getvalue()  # type: ignore[attr-defined]
+
+
+def _run(args: list[str], monkeypatch: pytest.MonkeyPatch, stdin: bytes = b"") -> tuple[int, bytes, str]:
+    out, err = _Std(), io.StringIO()
+    monkeypatch.setattr(sys, "stdin", _Std(stdin))
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    code = cli.main(args)
+    return code, out.value(), err.getvalue()
+
+
+def test_compress_files_to_stdout_with_stats(tmp_path: Path, draft_dir: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text(PROSE)
+    b.write_text(PROSE.upper())
+    code, out, err = _run(["compress", str(a), str(b), "--query", "width?", "--keep", "0.3",
+                           "--draft", draft_dir], monkeypatch)
+    assert code == 0
+    text = out.decode()
+    assert 0 < len(text) < len(PROSE) * 2
+    assert "tokens" in err and "budget" in err
+
+
+def test_stdin_and_json(draft_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = _run(["compress", "-", "--max-tokens", "50", "--unit", "word", "--json", "--draft", draft_dir],
+                        monkeypatch, stdin=PROSE.encode())
+    assert code == 0
+    payload = json.loads(out)
+    assert len(payload["texts"]) == 1
+    assert payload["stats"]["compressed_tokens"] <= payload["stats"]["budget_tokens"] == 50
+    for start, end in payload["kept_spans"][0]:
+        assert PROSE[start:end] in payload["texts"][0]
+
+
+def test_undecodable_bytes_survive(draft_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = b"short \xff\xfe text"
+    code, out, _ = _run(["compress", "--draft", draft_dir], monkeypatch, stdin=data)
+    assert code == 0 and out == data + b"\n"
+
+
+def test_errors_are_one_line_and_nonzero(tmp_path: Path, draft_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = _run(["compress", str(tmp_path / "missing.txt"), "--draft", draft_dir], monkeypatch)
+    assert code == 1 and err.startswith("specprefill: error:") and err.count("\n") == 1
+    code, _, err = _run(["compress", "--keep", "3", "--draft", draft_dir], monkeypatch, stdin=b"x")
+    assert code == 1 and "keep_ratio" in err
+    code, _, err = _run(["compress", "--draft", str(tmp_path / "nope")], monkeypatch, stdin=b"x " * 200)
+    assert code == 1 and "nope" in err
+
+
+def test_help_and_no_command(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    assert "compress" in capsys.readouterr().out
+    assert cli.main([]) == 2
+
+
+def test_prepare_reports_the_draft(draft_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = _run(["prepare", "--draft", draft_dir], monkeypatch)
+    info = json.loads(out)
+    assert code == 0 and info["name"].startswith("dir:") and info["max_context"] == 512

@@ -1,0 +1,159 @@
+"""Scoring: exact against an eager-attention reference, windows, memory shape, aggregation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from specprefill_agents.config import ScoringConfig
+from specprefill_agents.errors import ConfigError, ScoringError
+from specprefill_agents.scoring import DraftScorer, plan_windows, smooth_scores
+from tests._tiny import ARCHS, tiny_draft
+
+
+def _ids(n: int, seed: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, 500, (n,), generator=g).tolist()
+
+
+def _eager_reference(draft, context, query, lookahead_tokens, cfg: ScoringConfig) -> np.ndarray:
+    """Materialise full attention with the eager kernel and aggregate it the slow, obvious way."""
+    model = AutoModelForCausalLM.from_config(draft.model.config, attn_implementation="eager").eval()
+    model.load_state_dict(draft.model.state_dict())
+    ids = context + query
+    with torch.no_grad():
+        for _ in range(lookahead_tokens):  # greedy, like the scorer
+            ids = ids + [int(model(torch.tensor([ids])).logits[0, -1].argmax())]
+        attentions = model(torch.tensor([ids]), output_attentions=True).attentions
+    n = len(context)
+    per_layer = []
+    for layer, att in enumerate(attentions):
+        if layer < cfg.skip_layers:
+            continue
+        w = att[0][:, n:, :n].double()
+        w = w / w.sum(-1, keepdim=True)  # softmax restricted to the context keys
+        per_layer.append(w.amax(0) if cfg.head_agg == "max" else w.mean(0))
+    stacked = torch.stack(per_layer)
+    layers = stacked.amax(0) if cfg.layer_agg == "max" else stacked.mean(0)
+    rows = layers.mean(0) if cfg.query_agg == "mean" else layers.amax(0)
+    return (rows * n).numpy()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("lookahead", [0, 4])
+def test_scores_match_eager_attention(arch: str, lookahead: int) -> None:
+    draft = tiny_draft(arch)
+    context, query = _ids(150, 1), _ids(12, 2)  # 150 > gemma3's sliding window of 64
+    cfg = ScoringConfig(lookahead=lookahead, prefill_chunk=40, pool_kernel=1)
+    raw = DraftScorer(draft, cfg).score(context, query)
+    ref = _eager_reference(draft, context, query, raw.lookahead_tokens, cfg)
+    assert raw.scores.shape == (150,)
+    assert raw.lookahead_tokens <= lookahead
+    np.testing.assert_allclose(raw.scores, ref, atol=1e-5, rtol=1e-4)
+    assert raw.forwarded == 150 + 12 + raw.lookahead_tokens
+    assert raw.windows == 1
+
+
+@pytest.mark.parametrize(
+    "agg",
+    [dict(layer_agg="mean"), dict(head_agg="mean"), dict(query_agg="max"), dict(skip_layers=1)],
+)
+def test_aggregation_variants_match_reference(agg: dict) -> None:
+    draft = tiny_draft("llama")
+    context, query = _ids(90, 3), _ids(9, 4)
+    cfg = ScoringConfig(lookahead=2, **agg)
+    raw = DraftScorer(draft, cfg).score(context, query)
+    ref = _eager_reference(draft, context, query, raw.lookahead_tokens, cfg)
+    np.testing.assert_allclose(raw.scores, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_prefill_chunk_does_not_change_scores() -> None:
+    draft = tiny_draft("qwen2")
+    context, query = _ids(200, 5), _ids(10, 6)
+    a = DraftScorer(draft, ScoringConfig(prefill_chunk=16)).score(context, query).scores
+    b = DraftScorer(draft, ScoringConfig(prefill_chunk=4096)).score(context, query).scores
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_deterministic() -> None:
+    draft = tiny_draft("gemma3")
+    context, query = _ids(120, 7), _ids(8, 8)
+    scorer = DraftScorer(draft)
+    np.testing.assert_array_equal(scorer.score(context, query).scores, scorer.score(context, query).scores)
+
+
+def test_long_input_is_scored_in_windows_without_truncation() -> None:
+    draft = tiny_draft("llama", max_pos=128)
+    context, query = _ids(700, 9), _ids(10, 10)
+    cfg = ScoringConfig(lookahead=3)
+    raw = DraftScorer(draft, cfg).score(context, query)
+    room = 128 - 10 - 3
+    assert raw.windows == -(-700 // room)
+    assert raw.scores.shape == (700,)
+    assert np.all(np.isfinite(raw.scores)) and np.all(raw.scores >= 0)
+    # every window's scores are normalised to its length: uniform attention scores 1.0 on average
+    for a, b in plan_windows(700, room):
+        assert abs(float(raw.scores[a:b].mean()) - 1.0) < 0.6
+    # each window sees the query: its forward count includes the query block once per window
+    assert raw.forwarded == 700 + raw.windows * 10 + raw.lookahead_tokens
+
+
+def test_explicit_window_tokens_override() -> None:
+    draft = tiny_draft("llama")
+    raw = DraftScorer(draft, ScoringConfig(window_tokens=64, lookahead=0)).score(_ids(100, 11), _ids(8, 12))
+    assert raw.windows == 2 and raw.scores.shape == (100,)
+
+
+def test_query_longer_than_limit_is_cut_to_its_tail() -> None:
+    draft = tiny_draft("llama", max_pos=128)
+    scorer = DraftScorer(draft, ScoringConfig(lookahead=0))
+    long_query = _ids(200, 13)
+    raw = scorer.score(_ids(50, 14), long_query)
+    assert raw.forwarded == 50 + scorer.query_limit()
+    same = scorer.score(_ids(50, 14), long_query[-scorer.query_limit():])
+    np.testing.assert_array_equal(raw.scores, same.scores)
+
+
+def test_empty_context_and_empty_query() -> None:
+    scorer = DraftScorer(tiny_draft("llama"))
+    raw = scorer.score([], _ids(5, 15))
+    assert raw.scores.shape == (0,) and raw.windows == 0 and raw.forwarded == 0
+    with pytest.raises(ScoringError):
+        scorer.score(_ids(5, 16), [])
+
+
+def test_plain_forward_unchanged_by_capturing_attention() -> None:
+    draft = tiny_draft("qwen2", seed=3)
+    ids = torch.tensor([_ids(40, 17)])
+    with torch.no_grad():
+        before = draft.model(ids).logits.clone()
+        DraftScorer(draft)  # installs the capturing attention
+        after = draft.model(ids).logits
+    torch.testing.assert_close(before, after)
+
+
+def test_smooth_scores_respects_boundaries_and_edges() -> None:
+    s = np.array([0, 0, 9, 0, 0, 5, 5, 5], dtype=np.float32)
+    out = smooth_scores(s, 3, boundaries=[5])
+    np.testing.assert_allclose(out[:5], [0, 3, 3, 3, 0])
+    np.testing.assert_allclose(out[5:], [5, 5, 5])  # the spike never leaks past the boundary
+    np.testing.assert_array_equal(smooth_scores(s, 1), s)
+    assert smooth_scores(np.zeros(0, dtype=np.float32), 13).shape == (0,)
+
+
+def test_plan_windows_cover_everything_in_order() -> None:
+    for n, room in [(1, 5), (10, 5), (11, 5), (1000, 97)]:
+        windows = plan_windows(n, room)
+        assert windows[0][0] == 0 and windows[-1][1] == n
+        assert all(a < b <= a + room for a, b in windows)
+        assert all(w[1] == v[0] for w, v in zip(windows, windows[1:]))
+    assert plan_windows(0, 5) == []
+
+
+@pytest.mark.parametrize("bad", [dict(pool_kernel=4), dict(lookahead=-1), dict(layer_agg="sum"),
+                                 dict(window_tokens=8), dict(query_window=0), dict(prefill_chunk=1)])
+def test_invalid_scoring_config(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        ScoringConfig(**bad)

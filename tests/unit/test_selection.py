@@ -1,0 +1,342 @@
+"""Unit tests for specprefill_agents.selection: planning, global choice under a budget, rendering."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from specprefill_agents.config import CompressionConfig
+from specprefill_agents.errors import ConfigError, InputError
+from specprefill_agents.selection import (
+    Chunk,
+    SegmentPlan,
+    choose,
+    gap_separator,
+    plan_segment,
+    render,
+)
+from specprefill_agents.types import KeptSpan
+
+_TOKEN = re.compile(r"\s*\S+")
+
+
+def draft_tokens(text: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Whitespace 'draft tokenizer' (leading space attached, like BPE) with seeded random scores."""
+    offsets = np.array([m.span() for m in _TOKEN.finditer(text)], dtype=np.int64).reshape(-1, 2)
+    scores = np.random.default_rng(seed).random(len(offsets)).astype(np.float32)
+    return offsets, scores
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def chars(text: str) -> int:
+    return len(text)
+
+
+def prose(n: int, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    vocab = ["alpha", "beta", "gamma", "delta", "needle", "the", "of", "and", "value", "42."]
+    return " ".join(vocab[i] for i in rng.integers(0, len(vocab), n))
+
+
+def code(n: int) -> str:
+    body = "".join(f"    x{i} = compute({i}, y)\n" + ("\n" if i % 5 == 4 else "") for i in range(n))
+    return f"def f(y):\n{body}    return x0\n"
+
+
+def make_plan(text: str, config: CompressionConfig, seed: int = 0, kind: str = "auto") -> SegmentPlan:
+    offsets, scores = draft_tokens(text, seed)
+    return plan_segment(text, offsets, scores, config, kind)
+
+
+def assert_partition(plan: SegmentPlan) -> None:
+    assert plan.chunks[0].start == 0
+    assert plan.chunks[-1].end == len(plan.text)
+    for a, b in zip(plan.chunks, plan.chunks[1:]):
+        assert a.end == b.start and a.start < a.end
+    assert plan.chunks[0].anchor and plan.chunks[-1].anchor
+    assert not any(c.anchor for c in plan.chunks[1:-1])
+
+
+CFG = CompressionConfig(chunk_tokens=4, code_chunk_tokens=8)
+
+
+# --- plan_segment -----------------------------------------------------------------
+
+
+def test_plan_prose_chunks() -> None:
+    text = prose(50)
+    plan = make_plan(text, CFG)
+    assert plan.kind == "prose"
+    assert_partition(plan)
+    assert words(plan.chunk_text(0)) == 1 and words(plan.chunk_text(len(plan.chunks) - 1)) == 1
+    middle = [c.draft_tokens for c in plan.chunks[1:-1]]
+    assert all(t == 4 for t in middle[:-1]) and 1 <= middle[-1] <= 4
+    assert sum(c.draft_tokens for c in plan.chunks) == 50
+
+
+def test_plan_chunk_score_is_token_weighted_mean() -> None:
+    text = "aa bb cc dd ee"
+    offsets = np.array([[0, 1], [1, 2], [2, 4], [4, 5], [5, 8], [8, 11], [11, 14]])
+    scores = np.array([0.2, 0.4, 0.1, 0.9, 0.3, 0.5, 0.7], dtype=np.float32)
+    config = CompressionConfig(chunk_tokens=3, unit_reduce="mean")
+    plan = plan_segment(text, offsets, scores, config, kind="prose")
+    assert [plan.chunk_text(i) for i in range(len(plan.chunks))] == ["aa ", "bb cc ", "dd ", "ee"]
+    assert plan.chunks[0].score == pytest.approx(0.3) and plan.chunks[0].draft_tokens == 2
+    # bb: tokens " b"(0.1) "b"(0.9) -> mean 0.5, 2 tokens; cc: " cc"(0.3) -> 0.3, 1 token
+    assert plan.chunks[1].score == pytest.approx((0.5 * 2 + 0.3) / 3) and plan.chunks[1].draft_tokens == 3
+
+
+def test_plan_code_uses_lines_and_code_chunk_tokens() -> None:
+    text = code(20)
+    plan = make_plan(text, CFG)
+    assert plan.kind == "code"
+    assert_partition(plan)
+    assert plan.chunk_text(0) == "def f(y):\n"
+    assert plan.chunk_text(len(plan.chunks) - 1) == "    return x0\n"
+    for i in range(1, len(plan.chunks)):
+        assert plan.chunk_text(i).startswith("    ")  # chunks start at line starts
+    assert all(c.draft_tokens >= 8 for c in plan.chunks[1:-2])
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\n"])
+def test_plan_empty(text: str) -> None:
+    plan = make_plan(text, CFG)
+    assert plan.chunks == (Chunk(0, len(text), 0.0, 0, True),)
+
+
+def test_plan_single_and_two_units() -> None:
+    one = make_plan("  lonely \n", CFG)
+    assert len(one.chunks) == 1 and one.chunks[0].anchor and one.chunks[0].end == 10
+    two = make_plan("first second", CFG)
+    assert [c.anchor for c in two.chunks] == [True, True]
+    assert (two.chunk_text(0), two.chunk_text(1)) == ("first ", "second")
+
+
+def test_plan_bad_kind() -> None:
+    with pytest.raises(ConfigError):
+        make_plan("a b c", CFG, kind="poetry")
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from(list("ab {};:.\n\t é🙂日")), max_size=120),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["auto", "word", "line", "sentence"]),
+    st.integers(1, 6),
+)
+def test_plan_partitions_any_text(text: str, seed: int, unit: str, chunk_tokens: int) -> None:
+    config = CompressionConfig(unit=unit, chunk_tokens=chunk_tokens, code_chunk_tokens=chunk_tokens)  # type: ignore[arg-type]
+    plan = make_plan(text, config, seed)
+    assert "".join(plan.chunk_text(i) for i in range(len(plan.chunks))) == text
+    if text.strip():
+        assert_partition(plan)
+    assert all(np.isfinite(c.score) for c in plan.chunks)
+
+
+# --- render -----------------------------------------------------------------------
+
+
+def test_render_all_kept_is_identical() -> None:
+    for text in (prose(40), code(12), "  lead and trail  \n"):
+        plan = make_plan(text, CFG)
+        out, spans = render(plan, range(len(plan.chunks)), CFG)
+        assert out == text and spans == (KeptSpan(0, len(text)),)
+
+
+def test_render_nothing_kept() -> None:
+    assert render(make_plan(prose(10), CFG), [], CFG) == ("", ())
+
+
+def test_render_prose_marker_and_merge() -> None:
+    text = "one two three four five six"
+    plan = make_plan(text, CompressionConfig(chunk_tokens=1))
+    out, spans = render(plan, [0, 1, 4, 5], CFG)
+    assert out == "one two [...] five six"
+    assert spans == (KeptSpan(0, 7), KeptSpan(19, 27))
+
+
+def test_render_code_marker_on_own_line() -> None:
+    text = "a = 1\nb = 2\n\nc = 3\nd = 4\n"
+    plan = make_plan(text, CompressionConfig(code_chunk_tokens=1), kind="code")
+    out, spans = render(plan, [0, 3], CFG)
+    assert out == "a = 1\n# [...]\nd = 4\n"
+    assert [text[s.start : s.end] for s in spans] == ["a = 1", "d = 4\n"]
+    assert gap_separator("code", CFG) == "\n# [...]\n" and gap_separator("prose", CFG) == " [...] "
+
+
+def test_render_custom_and_empty_markers() -> None:
+    plan = make_plan("one two three", CompressionConfig(chunk_tokens=1))
+    assert render(plan, [0, 2], CompressionConfig(gap_marker="…"))[0] == "one … three"
+    assert render(plan, [0, 2], CompressionConfig(gap_marker=""))[0] == "one three"
+
+
+def test_render_rejects_bad_indices() -> None:
+    plan = make_plan("one two three", CFG)
+    with pytest.raises(InputError):
+        render(plan, [0, 7], CFG)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(5, 60), st.integers(0, 2**32 - 1), st.booleans(), st.data())
+def test_render_is_subsequence_of_kept_spans(n: int, seed: int, as_code: bool, data: st.DataObject) -> None:
+    text = code(n // 3) if as_code else prose(n, seed)
+    plan = make_plan(text, CompressionConfig(chunk_tokens=2, code_chunk_tokens=3), seed)
+    kept = data.draw(st.sets(st.integers(0, len(plan.chunks) - 1)))
+    out, spans = render(plan, sorted(kept), CFG)
+    pieces = [text[s.start : s.end] for s in spans]
+    assert out == gap_separator(plan.kind, CFG).join(pieces)
+    assert all(a.end < b.start for a, b in itertools.pairwise(spans))  # ordered, never adjacent
+    it = iter(text)
+    assert all(ch in it for ch in "".join(pieces))  # a subsequence of the input
+
+
+# --- choose -----------------------------------------------------------------------
+
+
+def total(plans: list[SegmentPlan], kept: tuple[tuple[int, ...], ...], counter) -> int:  # type: ignore[no-untyped-def]
+    return sum(counter(render(p, k, CFG)[0]) for p, k in zip(plans, kept))
+
+
+def anchors(plans: list[SegmentPlan]) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(i for i, c in enumerate(p.chunks) if c.anchor) for p in plans)
+
+
+def test_choose_keeps_everything_when_it_fits() -> None:
+    plans = [make_plan(prose(30), CFG), make_plan(code(6), CFG)]
+    full = sum(words(p.text) for p in plans)
+    kept = choose(plans, full + 5, words, CFG)
+    assert kept == tuple(tuple(range(len(p.chunks))) for p in plans)
+    assert [render(p, k, CFG)[0] for p, k in zip(plans, kept)] == [p.text for p in plans]
+
+
+def test_choose_anchors_only_when_budget_too_small() -> None:
+    plans = [make_plan(prose(40), CFG), make_plan(prose(40, 1), CFG)]
+    assert choose(plans, 3, words, CFG) == anchors(plans)
+    assert choose(plans, 0, words, CFG) == anchors(plans)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 260), st.sampled_from(["words", "chars"]), st.integers(0, 3))
+def test_choose_respects_budget(budget: int, counter_name: str, seed: int) -> None:
+    counter = words if counter_name == "words" else chars
+    if counter is chars:
+        budget *= 6
+    plans = [make_plan(prose(80, seed), CFG, seed), make_plan(code(10), CFG, seed), make_plan("solo", CFG)]
+    kept = choose(plans, budget, counter, CFG)
+    for k, a in zip(kept, anchors(plans)):
+        assert set(a) <= set(k) and list(k) == sorted(set(k))
+    used = total(plans, kept, counter)
+    assert used <= budget or kept == anchors(plans)
+    assert choose(plans, budget, counter, CFG) == kept  # deterministic
+
+
+def test_choose_budget_is_used() -> None:
+    plans = [make_plan(prose(200), CFG)]
+    kept = choose(plans, 60, words, CFG)
+    used = total(plans, kept, words)
+    assert 50 <= used <= 60
+
+
+def test_choose_prefers_high_scores_and_skips_what_does_not_fit() -> None:
+    text = "a " + "b " * 10 + "c d " + "e"
+    chunks = (
+        Chunk(0, 2, 0.0, 1, True),
+        Chunk(2, 22, 0.9, 10, False),  # best, but 10 words
+        Chunk(22, 24, 0.5, 1, False),
+        Chunk(24, 26, 0.1, 1, False),
+        Chunk(26, 27, 0.0, 1, True),
+    )
+    plan = SegmentPlan(text, "prose", chunks)
+    # anchors "a [...] e" cost 3 words; the best chunk never fits, smaller ones are tried
+    kept = choose([plan], 4, words, CFG)
+    assert kept == ((0, 3, 4),) and render(plan, kept[0], CFG)[0] == "a [...] d e"
+    # c opens a new gap (+1 marker = 2 words); then d closes it again for free
+    kept = choose([plan], 6, words, CFG)
+    assert kept == ((0, 2, 3, 4),) and render(plan, kept[0], CFG)[0] == "a [...] c d e"
+
+
+def test_choose_ties_are_deterministic_and_earliest_first() -> None:
+    text = "w0 w1 w2 w3 w4"
+    chunks = tuple(Chunk(3 * i, 3 * i + 3 if i < 4 else 14, 0.5, 1, i in (0, 4)) for i in range(5))
+    plans = [SegmentPlan(text, "prose", chunks), SegmentPlan(text, "prose", chunks)]
+    # anchors cost 2 x "w0 [...] w4" = 6 words; w1 and w2 of the first plan fit (ties: earlier
+    # plan, earlier chunk), then w3 closes the gap and replaces the marker at no cost
+    kept = choose(plans, 8, words, CFG)
+    assert kept == ((0, 1, 2, 3, 4), (0, 4))
+    assert total(plans, kept, words) == 8
+
+
+def test_choose_global_allocation_favours_high_scoring_segment() -> None:
+    config = CompressionConfig(chunk_tokens=4)
+    text_a, text_b = prose(120, 1), prose(120, 2)
+    off_a, _ = draft_tokens(text_a)
+    off_b, _ = draft_tokens(text_b)
+    low = np.full(len(off_a), 0.1, np.float32)
+    high = np.full(len(off_b), 0.1, np.float32)
+    high[40:80] = 0.9  # the needle's region
+    plans = [plan_segment(text_a, off_a, low, config), plan_segment(text_b, off_b, high, config)]
+    kept = choose(plans, 60, words, config)
+    kept_words = [words(render(p, k, config)[0]) for p, k in zip(plans, kept)]
+    assert kept_words[1] > 40 > kept_words[0]
+    out_b = render(plans[1], kept[1], config)[0]
+    needle = " ".join(text_b.split()[44:76])
+    assert needle in out_b
+
+
+def test_choose_top_p_stops_early() -> None:
+    config = CompressionConfig(chunk_tokens=4)
+    text = prose(200)
+    offsets, _ = draft_tokens(text)
+    scores = np.full(len(offsets), 0.01, np.float32)
+    scores[100:120] = 1.0
+    plans = [plan_segment(text, offsets, scores, config)]
+    without = choose(plans, 120, words, config)[0]
+    with_p = choose(plans, 120, words, config.replace(top_p=0.5))[0]
+    assert set(with_p) < set(without)
+    assert words(render(plans[0], with_p, config)[0]) < 40
+    kept_text = render(plans[0], with_p, config)[0]
+    assert " ".join(text.split()[101:113]) in kept_text  # the three best chunks hold > 50% mass
+    everything = choose(plans, 10_000, words, config.replace(top_p=0.1))[0]
+    assert everything == tuple(range(len(plans[0].chunks)))
+
+
+def test_choose_verification_drops_when_counter_disagrees() -> None:
+    """A counter that charges a lot for markers forces the verification pass to drop chunks."""
+    plans = [make_plan(prose(100), CFG)]
+
+    def marker_heavy(text: str) -> int:
+        return words(text) + 20 * text.count("[...]")
+
+    kept = choose(plans, 70, marker_heavy, CFG)
+    assert total(plans, kept, marker_heavy) <= 70
+    assert len(kept[0]) > 2
+
+
+def bpe_like(text: str) -> int:
+    """Leading whitespace joins the next word, so counting chunks apart costs more than the whole."""
+    return len(re.findall(r"\s*\S+|\s+", text))
+
+
+def test_choose_keeps_everything_when_whole_text_fits_but_chunk_sum_does_not() -> None:
+    plans = [make_plan(prose(60), CFG), make_plan(code(8), CFG)]
+    whole = sum(bpe_like(p.text) for p in plans)
+    assert sum(bpe_like(p.chunk_text(i)) for p in plans for i in range(len(p.chunks))) > whole
+    kept = choose(plans, whole, bpe_like, CFG)
+    assert [render(p, k, CFG)[0] for p, k in zip(plans, kept)] == [p.text for p in plans]
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5])
+def test_choose_fills_most_of_the_budget_with_a_bpe_like_counter(ratio: float) -> None:
+    config = CompressionConfig(chunk_tokens=8, code_chunk_tokens=16)
+    plans = [make_plan(prose(1500), config), make_plan(code(200), config)]
+    budget = int(ratio * sum(bpe_like(p.text) for p in plans))
+    used = total(plans, choose(plans, budget, bpe_like, config), bpe_like)
+    assert 0.85 * budget <= used <= budget
