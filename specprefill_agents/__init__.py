@@ -9,7 +9,8 @@ Quickstart::
 """
 
 from .compressor import SpecPrefillCompressor
-from .config import CompressionConfig, DraftConfig, ScoringConfig
+from .config import CacheConfig, CompressionConfig, DraftConfig, ScoringConfig
+from .cache import KVPrefixCache
 from .draft import DraftModel, load_draft
 from .errors import (
     BudgetError,
@@ -30,6 +31,8 @@ __all__ = [
     "CompressionConfig",
     "DraftConfig",
     "ScoringConfig",
+    "CacheConfig",
+    "KVPrefixCache",
     "DraftModel",
     "load_draft",
     "Segment",

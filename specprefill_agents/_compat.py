@@ -19,6 +19,8 @@ __all__ = [
     "capture_attention",
     "install_scoring_attention",
     "new_kv_cache",
+    "snapshot_kv",
+    "restore_kv",
 ]
 
 ATTN_IMPL = "specprefill_sdpa"
@@ -104,3 +106,40 @@ def new_kv_cache(model: Any) -> Any:
     from transformers import DynamicCache
 
     return DynamicCache(config=model.config)
+
+
+def snapshot_kv(cache: Any) -> tuple[tuple[tuple[Any, Any, int], ...], bool]:
+    """Per layer (keys, values, tokens seen) of a dynamic cache, and whether any layer slides.
+
+    The tensors are referenced, not copied: a dynamic cache never writes into them again
+    (it grows by ``torch.cat``, and a sliding layer re-slices a new tensor).
+    """
+    layers, sliding = [], False
+    for layer in cache.layers:
+        sliding = sliding or bool(getattr(layer, "is_sliding", False))
+        layers.append((layer.keys, layer.values, int(layer.get_seq_length())))
+    return tuple(layers), sliding
+
+
+def restore_kv(model: Any, layers: tuple[tuple[Any, Any, int], ...], length: int) -> Any:
+    """A fresh dynamic cache holding the first ``length`` tokens of a snapshot.
+
+    Full-attention layers are sliced (a view); sliding-window layers can only be restored
+    at the snapshot's own length (they no longer hold older tokens).
+    """
+    cache = new_kv_cache(model)
+    for layer, (keys, values, seen) in zip(cache.layers, layers):
+        if getattr(layer, "is_sliding", False):
+            if length != seen:
+                raise ValueError("a sliding-window layer can only resume at its full length")
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys, values
+            layer.cumulative_length = seen
+        else:
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys[:, :, :length, :], values[:, :, :length, :]
+    return cache
+
+
+def kv_nbytes(layers: tuple[tuple[Any, Any, int], ...]) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v, _ in layers)

@@ -8,34 +8,24 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 
 from .budget import TokenCounter, budget_tokens, make_counter
-from .config import CompressionConfig, DraftConfig
+from .config import CacheConfig, CompressionConfig, DraftConfig
 from .draft import DraftModel, load_draft
 from .errors import ConfigError, InputError, SpecPrefillError
-from .scoring import DraftScorer, smooth_scores
+from .cache import KVPrefixCache
+from .scoring import DraftScorer
+from .segment_scoring import SegmentScorer, countable
 from .selection import choose, plan_segment, render
-from .types import CompressionResult, CompressionStats, KeptSpan, Segment, SegmentScores, TokenScores
+from .types import CompressionResult, CompressionStats, KeptSpan, Segment, TokenScores
 
 __all__ = ["SpecPrefillCompressor", "OnFailure"]
 
 logger = logging.getLogger(__name__)
 
 OnFailure = Literal["passthrough", "warn", "raise"]
-_SEPARATOR = "\n\n"
-
-
-@dataclass
-class _Prompt:
-    """The draft's view of the segments: one token sequence with per-segment ranges."""
-
-    ids: list[int]
-    ranges: list[tuple[int, int]]  # token range of each segment inside ``ids``
-    offsets: list[np.ndarray]  # (k, 2) char offsets of each segment's tokens
 
 
 class SpecPrefillCompressor:
@@ -53,6 +43,9 @@ class SpecPrefillCompressor:
         on_failure: when scoring fails (out of memory, model error): ``"warn"`` passes the
             input through unchanged with a warning, ``"passthrough"`` does so silently
             (logged), ``"raise"`` raises.  Bad arguments always raise.
+        cache: reuse across calls (:class:`CacheConfig`): draft KV prefix cache, score
+            cache, exact or approximate mode.
+        kv_cache: a :class:`KVPrefixCache` to share between compressors of the same draft.
     """
 
     def __init__(
@@ -62,6 +55,8 @@ class SpecPrefillCompressor:
         *,
         token_counter: Any = None,
         on_failure: OnFailure = "warn",
+        cache: CacheConfig | None = None,
+        kv_cache: KVPrefixCache | None = None,
     ) -> None:
         if on_failure not in ("passthrough", "warn", "raise"):
             raise ConfigError(f"on_failure must be 'passthrough', 'warn' or 'raise', got {on_failure!r}")
@@ -69,7 +64,9 @@ class SpecPrefillCompressor:
         self.on_failure: OnFailure = on_failure
         self._draft_spec = draft
         self._draft: DraftModel | None = draft if isinstance(draft, DraftModel) else None
-        self._scorer: DraftScorer | None = None
+        self.cache_config = cache or CacheConfig()
+        self._shared_kv = kv_cache
+        self._scorer: SegmentScorer | None = None
         self._lock = threading.Lock()
         self._default_counter = make_counter(token_counter) if token_counter is not None else None
 
@@ -77,15 +74,16 @@ class SpecPrefillCompressor:
     @property
     def draft(self) -> DraftModel:
         """The draft model, loaded on first access."""
-        return self._ensure_scorer().draft
+        return self._ensure_scorer().scorer.draft
 
-    def _ensure_scorer(self) -> DraftScorer:
+    def _ensure_scorer(self) -> SegmentScorer:
         if self._scorer is None:
             with self._lock:
                 if self._scorer is None:
                     draft = self._draft or load_draft(self._draft_config())
                     self._draft = draft
-                    self._scorer = DraftScorer(draft, self.config.scoring)
+                    self._scorer = SegmentScorer(DraftScorer(draft, self.config.scoring), self.cache_config,
+                                                 self._shared_kv)
         return self._scorer
 
     def _draft_config(self) -> DraftConfig:
@@ -163,12 +161,12 @@ class SpecPrefillCompressor:
     def _compress(self, segments: list[Segment], query: str | None, config: CompressionConfig,
                   counter: TokenCounter, counter_name: str) -> CompressionResult:
         t_start = time.perf_counter()
-        counts = [counter(_countable(s.text)) for s in segments]
+        counts = [counter(countable(s.text)) for s in segments]
         eligible = [i for i, s in enumerate(segments)
                     if s.may_compress and counts[i] >= config.min_tokens and _is_clean(s.text)]
         if not eligible:
             return _passthrough(segments, counts, counter_name, budget=0)
-        token_scores = self._score(segments, query, config)
+        token_scores = self._ensure_scorer().score(segments, query)
         t_score = time.perf_counter()
         plans = {i: plan_segment(segments[i].text, token_scores.segments[i].offsets,
                                  token_scores.segments[i].scores, config, kind=segments[i].kind)
@@ -190,8 +188,9 @@ class SpecPrefillCompressor:
             original_tokens=sum(counts), compressed_tokens=sum(new_counts), counted_with=counter_name,
             budget_tokens=budget, budget_exceeded=used > budget, segments_total=len(segments),
             segments_compressed=sum(1 for i in order if out[i].text != segments[i].text),
-            draft_tokens_forwarded=token_scores.draft_tokens_forwarded, windows=token_scores.windows,
-            lookahead_tokens=token_scores.lookahead_tokens, timings=timings)
+            draft_tokens_forwarded=token_scores.draft_tokens_forwarded,
+            draft_tokens_reused=token_scores.draft_tokens_reused, score_cache_hits=token_scores.score_cache_hits,
+            windows=token_scores.windows, lookahead_tokens=token_scores.lookahead_tokens, timings=timings)
         return CompressionResult(tuple(out), tuple(spans), stats)
 
     def score_segments(self, segments: Sequence[Segment], query: str | None = None) -> TokenScores:
@@ -200,29 +199,7 @@ class SpecPrefillCompressor:
         Offsets are character spans into each segment's text, so the scores can be mapped
         onto any tokenizer's tokens or onto words/lines.
         """
-        return self._score(_validate_segments(segments), query, self.config)
-
-    def _score(self, segments: list[Segment], query: str | None, config: CompressionConfig) -> TokenScores:
-        scorer = self._ensure_scorer()
-        sc = config.scoring
-        t0 = time.perf_counter()
-        prompt = _tokenize_prompt(scorer.draft.tokenizer, segments)
-        if query is None:
-            query = _latest_user_turn(segments)
-        if query is not None and query.strip():
-            query_ids = _encode(scorer.draft.tokenizer, sc.query_prefix + query + sc.query_suffix)
-            context_ids, tail = prompt.ids, 0
-        else:  # the prompt's own tail is the query; it scores as "keep"
-            tail = min(sc.query_window, max(len(prompt.ids) - 1, 0))
-            context_ids, query_ids = prompt.ids[: len(prompt.ids) - tail], prompt.ids[len(prompt.ids) - tail:]
-        t1 = time.perf_counter()
-        raw = scorer.score(context_ids, query_ids)
-        top = float(raw.scores.max()) if raw.scores.size else 1.0
-        full = np.concatenate([raw.scores, np.full(tail, top, dtype=np.float32)])
-        full = smooth_scores(full, sc.pool_kernel, [a for a, _ in prompt.ranges])
-        per_segment = tuple(SegmentScores(off, full[a:b]) for off, (a, b) in zip(prompt.offsets, prompt.ranges))
-        return TokenScores(per_segment, raw.forwarded, raw.windows, raw.lookahead_tokens,
-                           {"tokenize": t1 - t0, **raw.timings})
+        return self._ensure_scorer().score(_validate_segments(segments), query)
 
     def _fail(self, segments: list[Segment], counter: TokenCounter, counter_name: str,
               exc: BaseException) -> CompressionResult:
@@ -232,7 +209,7 @@ class SpecPrefillCompressor:
         if self.on_failure == "warn":
             warnings.warn(message, RuntimeWarning, stacklevel=3)
         logger.warning(message)
-        counts = [counter(_countable(s.text)) for s in segments]
+        counts = [counter(countable(s.text)) for s in segments]
         result = _passthrough(segments, counts, counter_name, budget=0)
         stats = dataclasses.replace(result.stats, failure=f"{type(exc).__name__}: {exc}")
         return dataclasses.replace(result, stats=stats)
@@ -257,45 +234,6 @@ def _is_clean(text: str) -> bool:
         logger.warning("a segment holds text that is not valid UTF-8; it is left uncompressed")
         return False
     return True
-
-
-_USER_ROLES = frozenset({"user", "human"})
-
-
-def _latest_user_turn(segments: list[Segment]) -> str | None:
-    """The text of the latest user turn, whatever the chat template: the implicit query."""
-    for seg in reversed(segments):
-        if seg.role.lower() in _USER_ROLES and seg.text.strip():
-            return _countable(seg.text)
-    return None
-
-
-def _countable(text: str) -> str:
-    """``text`` with lone surrogates (undecodable input bytes) replaced by "?", same length."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-
-
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _tokenize_prompt(tokenizer: Any, segments: list[Segment]) -> _Prompt:
-    """Tokenize each segment on its own (offsets stay segment-relative), joined by a blank line."""
-    sep = _encode(tokenizer, _SEPARATOR)
-    ids: list[int] = []
-    ranges, offsets = [], []
-    for i, seg in enumerate(segments):
-        if i:
-            ids.extend(sep)
-        enc = tokenizer(_countable(seg.text), add_special_tokens=False, return_offsets_mapping=True)
-        ranges.append((len(ids), len(ids) + len(enc["input_ids"])))
-        ids.extend(enc["input_ids"])
-        offsets.append(np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2))
-    return _Prompt(ids, ranges, offsets)
 
 
 def _full_span(text: str) -> tuple[KeptSpan, ...]:

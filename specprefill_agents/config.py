@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["ScoringConfig", "CompressionConfig", "DraftConfig"]
+__all__ = ["ScoringConfig", "CompressionConfig", "DraftConfig", "CacheConfig"]
 
 Aggregation = Literal["max", "mean"]
 UnitKind = Literal["auto", "word", "line", "sentence"]
@@ -186,3 +186,28 @@ class DraftConfig(_ConfigMixin):
             raise ConfigError("model must be a non-empty string ('embedded', a hub id, a directory or a .gguf file)")
         if self.dtype is not None:
             _check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
+
+
+@dataclass(frozen=True)
+class CacheConfig(_ConfigMixin):
+    """Reuse across calls: agent loops re-send mostly the same context."""
+
+    kv_cache_bytes: int = _help(
+        "Bound on the draft KV states kept for prefix reuse (bytes, LRU); 0 disables it. "
+        "SmolLM2-135M holds about 46 KB per token in fp32.",
+        1 << 30,
+    )
+    score_cache_entries: int = _help(
+        "Finished scores kept for identical (prompt, query, config) calls (LRU); 0 disables it.", 256
+    )
+    mode: Literal["exact", "approximate"] = _help(
+        "'exact': scores equal a full recomputation (KV reuse only). 'approximate': segments "
+        "already scored in an earlier call keep those scores, even under a new query; only new "
+        "segments go through the draft (cheapest; see the benchmark for its quality cost).",
+        "exact",
+    )
+
+    def __post_init__(self) -> None:
+        _check_int("kv_cache_bytes", self.kv_cache_bytes, 0)
+        _check_int("score_cache_entries", self.score_cache_entries, 0)
+        _check_choice("mode", self.mode, ("exact", "approximate"))

@@ -12,7 +12,6 @@ scored in windows that each end with the query block.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._compat import capture_attention, install_scoring_attention, new_kv_cache
+from ._compat import capture_attention, install_scoring_attention, kv_nbytes, new_kv_cache, restore_kv, snapshot_kv
+from .cache import KVEntry, KVPrefixCache, token_prefix_keys
 from .config import ScoringConfig
 from .draft import DraftModel
 from .errors import ScoringError
@@ -39,6 +39,7 @@ class RawScores:
 
     scores: np.ndarray  # (n_context,) float32; 1.0 = the attention a uniform spread would give
     forwarded: int  # draft tokens run through the model (context + query + lookahead, all windows)
+    reused: int  # prompt tokens whose KV came from the prefix cache instead of a forward
     windows: int
     lookahead_tokens: int
     timings: dict[str, float] = field(default_factory=dict)
@@ -115,12 +116,12 @@ class _Capture:
 
 
 def plan_windows(n_context: int, room: int) -> list[tuple[int, int]]:
-    """Split ``n_context`` tokens into near-equal windows of at most ``room`` tokens."""
-    if n_context <= 0:
-        return []
-    count = math.ceil(n_context / room)
-    bounds = np.linspace(0, n_context, count + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    """Split ``n_context`` tokens into windows of ``room`` tokens (the last one shorter).
+
+    Windows start at fixed multiples of ``room`` so that, as an agent's context grows,
+    every window but the last keeps the same tokens and its KV can be reused.
+    """
+    return [(a, min(a + room, n_context)) for a in range(0, max(n_context, 0), room)]
 
 
 def smooth_scores(scores: np.ndarray, kernel: int, boundaries: Sequence[int] = ()) -> np.ndarray:
@@ -162,31 +163,40 @@ class DraftScorer:
         """Most query tokens a window can take while leaving room for context."""
         return max(1, min(self.config.max_query_tokens, self.max_window // 4))
 
-    def score(self, context_ids: Sequence[int], query_ids: Sequence[int]) -> RawScores:
-        """Importance of each context token for answering ``query_ids`` (which follow the context)."""
+    def score(self, context_ids: Sequence[int], query_ids: Sequence[int], *,
+              split_points: Sequence[int] = (), kv_cache: KVPrefixCache | None = None) -> RawScores:
+        """Importance of each context token for answering ``query_ids`` (which follow the context).
+
+        With ``kv_cache``, the longest cached prefix ending at one of ``split_points``
+        (context token positions, e.g. segment boundaries) or at a window's end is
+        restored instead of recomputed; scores are the same either way.
+        """
         query = list(query_ids)[-self.query_limit():]
         if not query:
             raise ScoringError("the query block is empty: pass a query or a non-empty prompt")
         room = self.max_window - len(self._prefix) - len(query) - self.config.lookahead
         windows = plan_windows(len(context_ids), room)
         timings = {"prefill": 0.0, "query": 0.0, "lookahead": 0.0}
-        parts, forwarded, looked = [], 0, 0
+        parts, forwarded, reused, looked = [], 0, 0, 0
         for a, b in windows:
-            window_scores, n_look = self._score_window(list(context_ids[a:b]), query, timings)
+            splits = sorted({p - a for p in split_points if a < p < b} | {b - a})
+            window_scores, n_reused, n_look = self._score_window(
+                list(context_ids[a:b]), query, splits, kv_cache, timings)
             parts.append(window_scores)
-            forwarded += len(self._prefix) + (b - a) + len(query) + n_look
+            forwarded += len(self._prefix) + (b - a) - n_reused + len(query) + n_look
+            reused += n_reused
             looked += n_look
         scores = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-        return RawScores(scores, forwarded, len(windows), looked, timings)
+        return RawScores(scores, forwarded, reused, len(windows), looked, timings)
 
     @torch.inference_mode()
-    def _score_window(self, context: list[int], query: list[int],
-                      timings: dict[str, float]) -> tuple[np.ndarray, int]:
-        model, device = self.draft.model, self.draft.device
-        cache = new_kv_cache(model)
+    def _score_window(self, context: list[int], query: list[int], splits: list[int],
+                      kv_cache: KVPrefixCache | None,
+                      timings: dict[str, float]) -> tuple[np.ndarray, int, int]:
+        device = self.draft.device
         ids = self._prefix + context
         t0 = time.perf_counter()
-        self._prefill(ids, cache, device)
+        cache, reused = self._prefill_cached(ids, [len(self._prefix) + s for s in splits], kv_cache, device)
         t1 = time.perf_counter()
         capture = _Capture(len(self._prefix), len(context), len(query) + self.config.lookahead,
                            self.config, device)
@@ -198,11 +208,33 @@ class DraftScorer:
         timings["prefill"] += t1 - t0
         timings["query"] += t2 - t1
         timings["lookahead"] += t3 - t2
-        return capture.finish(), n_look
+        return capture.finish(), reused, n_look
 
-    def _prefill(self, ids: list[int], cache: Any, device: torch.device) -> None:
+    def _prefill_cached(self, ids: list[int], lengths: list[int], kv_cache: KVPrefixCache | None,
+                        device: torch.device) -> tuple[Any, int]:
+        """A KV cache holding ``ids``: restored from the longest cached prefix, the rest forwarded."""
+        if kv_cache is None:
+            cache = new_kv_cache(self.draft.model)
+            self._prefill(ids, cache, device)
+            return cache, 0
+        namespace = f"{self.draft.name}|{self.draft.dtype}|{device}"
+        keys = token_prefix_keys(namespace, ids, lengths)
+        hit = kv_cache.lookup(keys, lengths)
+        start = 0
+        if hit is None:
+            cache = new_kv_cache(self.draft.model)
+        else:
+            entry, start = hit
+            cache = restore_kv(self.draft.model, entry.layers, start)
+        self._prefill(ids, cache, device, start)
+        if start < len(ids):
+            layers, sliding = snapshot_kv(cache)
+            kv_cache.put(keys[-1], KVEntry(layers, len(ids), sliding, kv_nbytes(layers), tuple(keys)), lengths)
+        return cache, start
+
+    def _prefill(self, ids: list[int], cache: Any, device: torch.device, begin: int = 0) -> None:
         step = self.config.prefill_chunk
-        for start in range(0, len(ids), step):
+        for start in range(begin, len(ids), step):
             chunk = torch.tensor([ids[start:start + step]], device=device)
             self.draft.model(input_ids=chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)
 

@@ -68,6 +68,8 @@ class TokenScores:
     windows: int
     lookahead_tokens: int
     timings: dict[str, float] = field(default_factory=dict)
+    draft_tokens_reused: int = 0  # prompt tokens whose draft KV came from the prefix cache
+    score_cache_hits: int = 0  # 1 when the whole result came from the score cache
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,156 @@
+"""Segments -> per-token scores, paying only for what is new.
+
+:class:`SegmentScorer` is the draft's view of a list of segments: it tokenizes each
+segment on its own (offsets stay segment-relative), joins them with a blank line, picks
+the query block, and asks :class:`~specprefill_agents.scoring.DraftScorer` for scores.
+Across calls it reuses work three ways (DESIGN section 4):
+
+* identical (segments, query, config) -> the finished scores from the score cache;
+* a context that extends an earlier one -> the draft KV of the longest cached prefix
+  (at a segment boundary), so only the new tokens are forwarded (exact);
+* ``mode="approximate"`` -> segments scored in an earlier call keep those scores and
+  only the new segments run through the draft, on their own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .cache import KVPrefixCache, ScoreCache, segment_chain
+from .config import CacheConfig, ScoringConfig
+from .scoring import DraftScorer, smooth_scores
+from .types import Segment, SegmentScores, TokenScores
+
+__all__ = ["SegmentScorer", "countable", "latest_user_turn"]
+
+_SEPARATOR = "\n\n"
+_USER_ROLES = frozenset({"user", "human"})
+
+
+@dataclass
+class _Prompt:
+    """One token sequence for all segments, with each segment's token range and char offsets."""
+
+    ids: list[int]
+    ranges: list[tuple[int, int]]
+    offsets: list[np.ndarray]
+
+
+class SegmentScorer:
+    """Scores lists of segments with one draft; owns the reuse caches. Thread-safe."""
+
+    def __init__(self, scorer: DraftScorer, cache: CacheConfig | None = None,
+                 kv_cache: KVPrefixCache | None = None) -> None:
+        self.scorer = scorer
+        self.cache_config = cache or CacheConfig()
+        cfg = self.cache_config
+        self.kv_cache = kv_cache if kv_cache is not None else (
+            KVPrefixCache(cfg.kv_cache_bytes) if cfg.kv_cache_bytes > 0 else None)
+        self.results = ScoreCache(cfg.score_cache_entries)
+        self.segment_scores = ScoreCache(cfg.score_cache_entries * 16 if cfg.mode == "approximate" else 0)
+        self._config_json = scorer.config.to_json()
+
+    @property
+    def config(self) -> ScoringConfig:
+        return self.scorer.config
+
+    def score(self, segments: Sequence[Segment], query: str | None) -> TokenScores:
+        """Smoothed per-token scores for every segment (see the module doc for reuse)."""
+        t0 = time.perf_counter()
+        query = query if query is not None and query.strip() else latest_user_turn(segments)
+        chain = segment_chain([s.text for s in segments], self.scorer.draft.name, self._config_json)
+        key = (chain[-1] if chain else "", query)
+        cached = self.results.get(key)
+        if cached is not None:
+            return _as_cache_hit(cached, time.perf_counter() - t0)
+        known = self._known_prefix(chain)
+        if query is not None and known:
+            result = self._score_approximate(segments, chain, known, query)
+        else:
+            result = self._score_fresh(segments, query)
+        for h, seg_scores in zip(chain, result.segments):
+            self.segment_scores.put(h, seg_scores)
+        self.results.put(key, result)
+        return result
+
+    def _known_prefix(self, chain: list[str]) -> int:
+        """How many leading segments have scores from an earlier call (approximate mode only)."""
+        known = 0
+        while known < len(chain) - 1 and self.segment_scores.get(chain[known]) is not None:
+            known += 1
+        return known
+
+    def _score_approximate(self, segments: Sequence[Segment], chain: list[str], known: int,
+                           query: str) -> TokenScores:
+        fresh = self._score_fresh(segments[known:], query)
+        old = tuple(self.segment_scores.get(h) for h in chain[:known])
+        return TokenScores(old + fresh.segments, fresh.draft_tokens_forwarded, fresh.windows,
+                           fresh.lookahead_tokens, fresh.timings, draft_tokens_reused=fresh.draft_tokens_reused)
+
+    def _score_fresh(self, segments: Sequence[Segment], query: str | None) -> TokenScores:
+        sc, tok = self.config, self.scorer.draft.tokenizer
+        t0 = time.perf_counter()
+        prompt = _tokenize(tok, segments)
+        if query is not None:
+            query_ids = _encode(tok, sc.query_prefix + countable(query) + sc.query_suffix)
+            context_ids, tail = prompt.ids, 0
+        else:  # the prompt's own tail is the query; it scores as "keep"
+            tail = min(sc.query_window, max(len(prompt.ids) - 1, 0))
+            context_ids, query_ids = prompt.ids[: len(prompt.ids) - tail], prompt.ids[len(prompt.ids) - tail:]
+        if not query_ids:  # a one-token prompt: nothing to rank
+            flat = tuple(SegmentScores(off, np.ones(len(off), dtype=np.float32)) for off in prompt.offsets)
+            return TokenScores(flat, 0, 0, 0, {"tokenize": time.perf_counter() - t0})
+        splits = sorted({p for r in prompt.ranges for p in r if 0 < p <= len(context_ids)})
+        t1 = time.perf_counter()
+        raw = self.scorer.score(context_ids, query_ids, split_points=splits, kv_cache=self.kv_cache)
+        top = float(raw.scores.max()) if raw.scores.size else 1.0
+        full = np.concatenate([raw.scores, np.full(tail, top, dtype=np.float32)])
+        full = smooth_scores(full, sc.pool_kernel, [a for a, _ in prompt.ranges])
+        per_segment = tuple(SegmentScores(off, full[a:b]) for off, (a, b) in zip(prompt.offsets, prompt.ranges))
+        return TokenScores(per_segment, raw.forwarded, raw.windows, raw.lookahead_tokens,
+                           {"tokenize": t1 - t0, **raw.timings}, draft_tokens_reused=raw.reused)
+
+
+def _as_cache_hit(result: TokenScores, seconds: float) -> TokenScores:
+    return TokenScores(result.segments, 0, 0, 0, {"score_cache": seconds}, draft_tokens_reused=0,
+                       score_cache_hits=1)
+
+
+def latest_user_turn(segments: Sequence[Segment]) -> str | None:
+    """The text of the latest user turn, whatever the chat template: the implicit query."""
+    for seg in reversed(segments):
+        if seg.role.lower() in _USER_ROLES and seg.text.strip():
+            return countable(seg.text)
+    return None
+
+
+def countable(text: str) -> str:
+    """``text`` with lone surrogates (undecodable input bytes) replaced by "?", same length."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _tokenize(tokenizer: Any, segments: Sequence[Segment]) -> _Prompt:
+    sep = _encode(tokenizer, _SEPARATOR)
+    ids: list[int] = []
+    ranges, offsets = [], []
+    for i, seg in enumerate(segments):
+        if i:
+            ids.extend(sep)
+        enc = tokenizer(countable(seg.text), add_special_tokens=False, return_offsets_mapping=True)
+        ranges.append((len(ids), len(ids) + len(enc["input_ids"])))
+        ids.extend(enc["input_ids"])
+        offsets.append(np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2))
+    return _Prompt(ids, ranges, offsets)
