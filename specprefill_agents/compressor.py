@@ -86,6 +86,14 @@ class SpecPrefillCompressor:
                                                  self._shared_kv)
         return self._scorer
 
+    def identity(self) -> dict[str, Any]:
+        """What decides this compressor's output (draft, config, cache mode), without loading
+        anything: a plain dict for callers' cache keys (LangChain's LLM cache, memo tables)."""
+        spec = self._draft if self._draft is not None else self._draft_spec
+        draft: Any = spec.name if isinstance(spec, DraftModel) else (
+            spec.to_dict() if isinstance(spec, DraftConfig) else str(spec))
+        return {"draft": draft, "config": self.config.to_dict(), "cache_mode": self.cache_config.mode}
+
     def _draft_config(self) -> DraftConfig:
         spec = self._draft_spec
         return spec if isinstance(spec, DraftConfig) else DraftConfig(model=str(spec))

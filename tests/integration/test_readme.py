@@ -39,6 +39,16 @@ def test_main_job_command_runs_offline() -> None:
     proc = subprocess.run(["bash", "-c", job], capture_output=True, text=True, timeout=600, cwd=ROOT,
                           env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
     assert proc.returncode == 0, proc.stderr
+    assert re.search(r"step \d+: context +\d+ -> +\d+ tokens", proc.stdout)
+    assert "state keeps the original tool outputs" in proc.stdout
+
+
+def test_cli_command_in_the_readme_runs_offline() -> None:
+    command = _bash_blocks()[2].strip()
+    assert shlex.split(command)[0].endswith("specprefill")
+    command = command.replace(".venv/bin/", str(Path(sys.executable).parent) + "/")
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert proc.returncode == 0, proc.stderr
     assert "max_lines" in proc.stdout
     assert re.search(r"\d+ -> \d+ tokens", proc.stderr)
-    assert shlex.split(job)[0].endswith("specprefill")

@@ -1,0 +1,123 @@
+"""What the integration needs from a compressor: resolution, identity, token counting.
+
+A compressor is anything with ``compress_segments(segments, query=None, *, keep_ratio=None,
+max_tokens=None, token_counter=None) -> CompressionResult``: the in-process
+:class:`~specprefill_agents.SpecPrefillCompressor`, a user's own, or (later) the resident
+service's client.  Nothing here loads a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from cachetools import LRUCache
+from specprefill_agents import ConfigError, DraftConfig, DraftModel, SpecPrefillCompressor
+from specprefill_agents.budget import make_counter
+
+__all__ = ["TokenCounter", "resolve_compressor", "compressor_identity", "check_budget", "Counter"]
+
+TokenCounter = Callable[[str], int]
+
+
+def resolve_compressor(compressor: Any) -> Any:
+    """``compressor``, or a new in-process one (embedded draft, loaded on first use) for ``None``.
+
+    The new one raises on scoring errors so that the integration's own ``on_failure``
+    decides alone.
+    """
+    if compressor is None:
+        return SpecPrefillCompressor("embedded", on_failure="raise")
+    if isinstance(compressor, (str, DraftConfig, DraftModel)):
+        return SpecPrefillCompressor(compressor, on_failure="raise")
+    if not callable(getattr(compressor, "compress_segments", None)):
+        raise ConfigError(
+            f"compressor must be a SpecPrefillCompressor (or have its compress_segments method), "
+            f"a draft spec such as 'embedded', or None; got {type(compressor).__name__}"
+        )
+    return compressor
+
+
+def compressor_identity(compressor: Any) -> dict[str, Any]:
+    """A plain dict naming the compressor, its draft and its config: part of cache keys."""
+    cls = type(compressor)
+    ident: dict[str, Any] = {"class": f"{cls.__module__}.{cls.__qualname__}"}
+    identity = getattr(compressor, "identity", None)
+    if callable(identity):  # SpecPrefillCompressor (and clients with the same interface)
+        ident.update(identity())
+        return ident
+    to_dict = getattr(getattr(compressor, "config", None), "to_dict", None)
+    if callable(to_dict):
+        ident["config"] = to_dict()
+    return ident
+
+
+def check_budget(keep_ratio: Any, budget_tokens: Any) -> None:
+    """Validate per-call budget overrides (``None`` means: the compressor's config)."""
+    if keep_ratio is not None and (
+        isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0.0 < keep_ratio <= 1.0
+    ):
+        raise ConfigError(f"keep_ratio must be a number in (0, 1] or None, got {keep_ratio!r}")
+    if budget_tokens is not None and (
+        isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int) or budget_tokens < 1
+    ):
+        raise ConfigError(f"budget_tokens must be an int >= 1 or None, got {budget_tokens!r}")
+
+
+def _clean(text: str) -> str:
+    """Lone surrogates (undecodable input bytes) become "?" so any tokenizer can count the text."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _approximate(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
+class Counter:
+    """Counts tokens for the integration's stats, with a small cache of recent texts.
+
+    The caller's counter when given (the target's tokenizer), else the compressor's draft
+    tokenizer, else an approximation (4 characters a token) named ``"chars/4"``.
+    """
+
+    def __init__(self, token_counter: Any, compressor: Any, cache_size: int = 4096) -> None:
+        self._spec = token_counter
+        self._compressor = compressor
+        self._count: TokenCounter | None = None
+        self.name = ""
+        self._cache: LRUCache[bytes, int] = LRUCache(maxsize=cache_size)  # keyed by digest, not text
+        self._lock = threading.Lock()
+        if token_counter is not None:
+            self._count, self.name = make_counter(token_counter)
+
+    def _resolve(self) -> TokenCounter:
+        if self._count is None:
+            draft = None
+            try:  # loads the draft if needed: it is loaded for compression anyway
+                draft = getattr(self._compressor, "draft", None)
+            except Exception:  # a draft that cannot load: count approximately, compression reports why
+                draft = None
+            tokenizer = getattr(draft, "tokenizer", None)
+            if tokenizer is not None:
+                self._count, name = make_counter(tokenizer)
+                self.name = f"draft:{getattr(draft, 'name', None) or name}"  # as the core names it
+            else:
+                self._count, self.name = _approximate, "chars/4"
+        return self._count
+
+    def __call__(self, text: str) -> int:
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        count = self._resolve()(_clean(text))
+        with self._lock:
+            self._cache[key] = count
+        return count

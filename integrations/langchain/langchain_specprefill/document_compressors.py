@@ -1,0 +1,132 @@
+"""Retrieval: compress documents for a query (or without one), mapped back by index.
+
+Each output document is a copy of its input (same class, id and metadata, in the same
+order) whose ``page_content`` is the compressed text, with the compression's stats under
+one metadata key (``"specprefill"`` by default).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
+from langchain_core.documents import BaseDocumentCompressor, BaseDocumentTransformer, Document
+from langchain_core.runnables.config import run_in_executor
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from specprefill_agents import Segment
+
+from ._core import Counter, check_budget, resolve_compressor
+from ._failure import CompressorFailure, OnFailure, handle_failure
+from .engine import EVENT_NAME, CompressionReport
+
+__all__ = ["SpecPrefillDocumentCompressor", "SpecPrefillDocumentTransformer"]
+
+
+class _DocumentCompression(BaseModel):
+    """Settings and the shared work of both document classes."""
+
+    compressor: Any = Field(default=None, exclude=True)
+    keep_ratio: float | None = None
+    budget_tokens: int | None = None
+    token_counter: Any = Field(default=None, exclude=True)
+    on_failure: OnFailure = "warn"
+    metadata_key: str = "specprefill"
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    _counter: Counter = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        check_budget(self.keep_ratio, self.budget_tokens)
+        self.compressor = resolve_compressor(self.compressor)
+        self._counter = Counter(self.token_counter, self.compressor)
+
+    def _compress(self, documents: Sequence[Document], query: str | None) -> tuple[list[Document], CompressionReport]:
+        start = time.perf_counter()
+        documents = list(documents)
+        segments = [Segment(d.page_content, role="document", id=str(i)) for i, d in enumerate(documents)]
+        texts, stats, failure = [d.page_content for d in documents], None, None
+        spans: list[list[list[int]]] = [[[0, len(t)]] for t in texts]
+        if documents:
+            try:
+                result = self.compressor.compress_segments(
+                    segments, query, keep_ratio=self.keep_ratio, max_tokens=self.budget_tokens,
+                    token_counter=self.token_counter)
+                if getattr(result.stats, "failure", None):
+                    raise CompressorFailure(result.stats.failure)
+                if len(result.segments) != len(documents):
+                    raise CompressorFailure(f"got {len(result.segments)} texts back for {len(documents)} documents")
+                texts, stats = [s.text for s in result.segments], result.stats
+                spans = [[[k.start, k.end] for k in kept] for kept in result.kept_spans]
+            except Exception as exc:
+                failure = handle_failure(self.on_failure, exc, type(self).__name__)
+        out, before, after = [], 0, 0
+        for doc, text, kept in zip(documents, texts, spans):
+            n_before, n_after = self._counter(doc.page_content), self._counter(text)
+            before, after = before + n_before, after + n_after
+            info = {"original_tokens": n_before, "compressed_tokens": n_after, "counted_with": self._counter.name,
+                    "kept_spans": kept, "query": query, "failure": failure}
+            out.append(doc.model_copy(update={"page_content": text,
+                                              "metadata": {**doc.metadata, self.metadata_key: info}}))
+        report = CompressionReport(
+            original_tokens=before, compressed_tokens=after, counted_with=self._counter.name, items=len(documents),
+            items_compressed=sum(1 for d, t in zip(documents, texts) if t != d.page_content),
+            groups=1 if documents else 0, calls=1 if stats is not None else 0,
+            draft_tokens_forwarded=getattr(stats, "draft_tokens_forwarded", 0),
+            draft_tokens_reused=getattr(stats, "draft_tokens_reused", 0),
+            score_cache_hits=getattr(stats, "score_cache_hits", 0),
+            scoring_seconds=float((getattr(stats, "timings", None) or {}).get("total", 0.0)),
+            seconds=round(time.perf_counter() - start, 6), failure=failure)
+        return out, report
+
+    def _emit(self, callbacks: Callbacks, report: CompressionReport) -> None:
+        manager = CallbackManager.configure(inheritable_callbacks=callbacks)
+        if manager.handlers:
+            manager.on_custom_event(EVENT_NAME, {"source": type(self).__name__, **report.to_dict()},
+                                    run_id=manager.parent_run_id)
+
+    async def _aemit(self, callbacks: Callbacks, report: CompressionReport) -> None:
+        manager = AsyncCallbackManager.configure(inheritable_callbacks=callbacks)
+        if manager.handlers:
+            await manager.on_custom_event(EVENT_NAME, {"source": type(self).__name__, **report.to_dict()},
+                                          run_id=manager.parent_run_id)
+
+
+class SpecPrefillDocumentCompressor(_DocumentCompression, BaseDocumentCompressor):
+    """Compress retrieved documents for the query, under one budget across them.
+
+    Use it in ``ContextualCompressionRetriever(base_compressor=..., base_retriever=...)``
+    or in any pipeline.  Settings as :class:`~langchain_specprefill.engine.MessageCompressor`;
+    ``metadata_key`` names the stats entry added to each document's metadata.
+    """
+
+    def compress_documents(self, documents: Sequence[Document], query: str,
+                           callbacks: Callbacks | None = None) -> Sequence[Document]:
+        out, report = self._compress(documents, query or None)
+        self._emit(callbacks, report)
+        return out
+
+    async def acompress_documents(self, documents: Sequence[Document], query: str,
+                                  callbacks: Callbacks | None = None) -> Sequence[Document]:
+        out, report = await run_in_executor(None, self._compress, documents, query or None)
+        await self._aemit(callbacks, report)
+        return out
+
+
+class SpecPrefillDocumentTransformer(_DocumentCompression, BaseDocumentTransformer):
+    """Compress documents with no query: each on its own, its own tail acting as the query.
+
+    ``transform_documents(docs, query="...")`` uses a query when one is given (and then
+    compresses the documents together, like the compressor).
+    """
+
+    def transform_documents(self, documents: Sequence[Document], **kwargs: Any) -> Sequence[Document]:
+        query = kwargs.get("query")
+        if query:
+            return self._compress(documents, query)[0]
+        return [self._compress([doc], None)[0][0] for doc in documents]
+
+    async def atransform_documents(self, documents: Sequence[Document], **kwargs: Any) -> Sequence[Document]:
+        return await run_in_executor(None, self.transform_documents, documents, **kwargs)

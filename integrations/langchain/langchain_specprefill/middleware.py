@@ -1,0 +1,109 @@
+"""Agent hooks for ``create_agent``: a middleware and a ``ContextEdit`` (needs ``langchain>=1``).
+
+Both are ephemeral: the model sees compressed tool outputs, the agent state keeps the
+originals.  Compression is step-stable (see :mod:`langchain_specprefill.engine`): a message
+compresses the same way at every later step, so provider prefix caches keep working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from langchain_core.messages import AnyMessage, BaseMessage
+
+try:
+    from langchain.agents.middleware.context_editing import ContextEdit
+    from langchain.agents.middleware.types import AgentMiddleware, ModelRequest, ModelResponse
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "langchain_specprefill.middleware needs langchain>=1.0: pip install 'langchain-specprefill[agents]'"
+    ) from exc
+
+from ._callbacks import aemit_in_context, emit_in_context
+from ._failure import OnFailure
+from .engine import CompressionReport, MessageCompressor
+from .policy import MessagePolicy
+
+__all__ = ["SpecPrefillMiddleware", "SpecPrefillEdit"]
+
+
+class SpecPrefillMiddleware(AgentMiddleware):  # type: ignore[type-arg]
+    """Compress tool outputs (and other compressible context) before every model call.
+
+    Example:
+        .. code-block:: python
+
+            agent = create_agent(model, tools=[read_file],
+                                 middleware=[SpecPrefillMiddleware(keep_ratio=0.3)])
+
+    Args:
+        compressor: a ``SpecPrefillCompressor`` (or compatible client), a draft spec, or
+            None for the embedded draft (loaded at the first model call).
+        policy, keep_ratio, budget_tokens, token_counter, on_failure, memo_size: see
+            :class:`~langchain_specprefill.engine.MessageCompressor`.
+
+    Each model call emits the ``"specprefill_compression"`` custom event; ``last_report``
+    holds the latest :class:`CompressionReport`.  Middleware listed before this one (outer
+    layers) see the original messages, those after it the compressed ones: list it last to
+    have it run closest to the model.
+    """
+
+    def __init__(self, compressor: Any = None, *, policy: MessagePolicy | None = None,
+                 keep_ratio: float | None = None, budget_tokens: int | None = None, token_counter: Any = None,
+                 on_failure: OnFailure = "warn", memo_size: int = 256) -> None:
+        super().__init__()
+        self.engine = MessageCompressor(compressor, policy=policy, keep_ratio=keep_ratio,
+                                        budget_tokens=budget_tokens, token_counter=token_counter,
+                                        on_failure=on_failure, memo_size=memo_size, name=type(self).__name__)
+        self.last_report: CompressionReport | None = None
+
+    @staticmethod
+    def _prompt(request: ModelRequest) -> list[BaseMessage]:
+        system = [request.system_message] if request.system_message is not None else []
+        return [*system, *request.messages]
+
+    def _request(self, request: ModelRequest, compressed: list[BaseMessage]) -> ModelRequest:
+        offset = 1 if request.system_message is not None else 0
+        return request.override(messages=cast("list[AnyMessage]", compressed[offset:]))
+
+    def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
+        compressed, report = self.engine.compress(self._prompt(request))
+        self.last_report = report
+        emit_in_context(report, type(self).__name__)
+        return handler(self._request(request, compressed))
+
+    async def awrap_model_call(self, request: ModelRequest,
+                               handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
+        compressed, report = await self.engine.acompress(self._prompt(request))
+        self.last_report = report
+        await aemit_in_context(report, type(self).__name__)
+        return await handler(self._request(request, compressed))
+
+
+@dataclass
+class SpecPrefillEdit(ContextEdit):
+    """A ``ContextEdit`` for ``ContextEditingMiddleware``: compress once the context is large.
+
+    ``ContextEditingMiddleware(edits=[SpecPrefillEdit(trigger=20_000)])`` compresses the
+    messages (the system message is not among them) whenever they count more than
+    ``trigger`` tokens with the middleware's counter; ``trigger=0`` always compresses.
+    """
+
+    trigger: int = 0
+    engine: MessageCompressor = field(default_factory=MessageCompressor)
+    last_report: CompressionReport | None = None
+
+    @classmethod
+    def create(cls, compressor: Any = None, *, trigger: int = 0, **engine_kwargs: Any) -> SpecPrefillEdit:
+        """Build the edit and its :class:`MessageCompressor` (same keywords as the middleware)."""
+        return cls(trigger=trigger, engine=MessageCompressor(compressor, name=cls.__name__, **engine_kwargs))
+
+    def apply(self, messages: list[AnyMessage], *, count_tokens: Callable[[list[AnyMessage]], int]) -> None:
+        if self.trigger and count_tokens(messages) <= self.trigger:
+            return
+        compressed, report = self.engine.compress(messages)
+        self.last_report = report
+        emit_in_context(report, type(self).__name__)
+        messages[:] = cast("list[AnyMessage]", compressed)

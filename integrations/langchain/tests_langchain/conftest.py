@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny in-process drafts (no weights, no network) and real stdlib texts."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+_ROOT = Path(__file__).resolve().parents[3]  # the repository: `tests._tiny` lives there
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from specprefill_agents import (  # noqa: E402
+    CompressionConfig,
+    DraftModel,
+    ScoringConfig,
+    SpecPrefillCompressor,
+)
+
+from tests._tiny import tiny_config, tiny_draft, tiny_tokenizer  # noqa: E402
+
+FAST = CompressionConfig(keep_ratio=0.3, min_tokens=32, scoring=ScoringConfig(lookahead=2))
+
+
+@pytest.fixture(scope="session")
+def draft() -> DraftModel:
+    """A random 3-layer Llama with a long enough context that nothing is windowed."""
+    return tiny_draft("llama", max_pos=4096)
+
+
+@pytest.fixture
+def compressor(draft: DraftModel) -> SpecPrefillCompressor:
+    """A fresh in-process compressor on the tiny draft (its caches start empty)."""
+    return SpecPrefillCompressor(draft, FAST, on_failure="raise")
+
+
+def broken_draft() -> DraftModel:
+    """A draft whose forward pass raises, like an out-of-memory error would."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tok = tiny_tokenizer()
+    model = AutoModelForCausalLM.from_config(tiny_config("llama", len(tok), 4096), attn_implementation="sdpa")
+
+    def boom(module: torch.nn.Module, args: object) -> None:
+        raise RuntimeError("CUDA out of memory (injected)")
+
+    model.register_forward_pre_hook(boom)
+    return DraftModel.from_loaded(model.eval(), tok, name="broken")
+
+
+@pytest.fixture(scope="session")
+def source_text() -> str:
+    """About 2,500 draft tokens of real code and prose (textwrap's source)."""
+    return inspect.getsource(textwrap)[:9000]
+
+
+@pytest.fixture(scope="session")
+def json_output(source_text: str) -> str:
+    return json.dumps({"path": "textwrap.py", "lines": 120, "content": source_text[:4000],
+                       "matches": [{"line": 3, "text": "short"}, {"line": 9, "text": source_text[4000:5500]}]},
+                      indent=2)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The standard suite's `test_init_time` is a pytest-benchmark test: run it once as a
+    # plain test (no timing rounds, no table in `pytest -q`); --benchmark-enable overrides.
+    if hasattr(config.option, "benchmark_disable") and not getattr(config.option, "benchmark_enable", False):
+        config.option.benchmark_disable = True
+    if getattr(config.option, "benchmark_storage", None) == "file://./.benchmarks":  # the plugin's default
+        config.option.benchmark_storage = f"file://{config.rootpath / '.pytest_cache' / 'benchmarks'}"

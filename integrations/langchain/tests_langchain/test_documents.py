@@ -1,0 +1,102 @@
+"""Retrieval: documents keep metadata, order and ids; stats under one key; by index."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableLambda
+
+from langchain_specprefill import (
+    EVENT_NAME,
+    SpecPrefillCallbackHandler,
+    SpecPrefillDocumentCompressor,
+    SpecPrefillDocumentTransformer,
+)
+
+QUERY = "How are long lines wrapped?"
+
+
+@pytest.fixture
+def documents(source_text: str) -> list[Document]:
+    chunks = [source_text[i : i + 1200] for i in range(0, 6000, 1200)]
+    return [Document(c, metadata={"source": "textwrap.py", "chunk": i}, id=f"doc-{i}") for i, c in enumerate(chunks)]
+
+
+class ListRetriever(BaseRetriever):
+    docs: list[Document]
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        return list(self.docs)
+
+
+def _check(out: list[Document], docs: list[Document], key: str = "specprefill") -> None:
+    assert [d.id for d in out] == [d.id for d in docs]
+    for new, old in zip(out, docs):
+        assert {k: v for k, v in new.metadata.items() if k != key} == old.metadata
+        info = new.metadata[key]
+        assert set(info) >= {"original_tokens", "compressed_tokens", "counted_with", "kept_spans", "failure"}
+        bounds = [x for span in info["kept_spans"] for x in span]
+        assert bounds == sorted(bounds) and all(0 <= x <= len(old.page_content) for x in bounds)
+        assert info["failure"] is None
+    assert sum(len(d.page_content) for d in out) < sum(len(d.page_content) for d in docs)
+
+
+def test_compress_documents_maps_back_by_index(compressor, documents) -> None:
+    comp = SpecPrefillDocumentCompressor(compressor=compressor, keep_ratio=0.3)
+    out = comp.compress_documents(documents, QUERY)
+    _check(out, documents)
+    for new, old in zip(out, documents):
+        spans = new.metadata["specprefill"]["kept_spans"]
+        pieces = [old.page_content[a:b] for a, b in spans]
+        assert all(p in new.page_content for p in pieces)  # the kept spans are what the text holds
+    assert documents[0].metadata == {"source": "textwrap.py", "chunk": 0}  # inputs untouched
+
+
+def test_async_matches_sync(compressor, documents) -> None:
+    comp = SpecPrefillDocumentCompressor(compressor=compressor, metadata_key="sp")
+    sync = comp.compress_documents(documents, QUERY)
+    asynchronous = asyncio.run(comp.acompress_documents(documents, QUERY))
+    assert [d.page_content for d in sync] == [d.page_content for d in asynchronous]
+    _check(asynchronous, documents, key="sp")
+
+
+def test_contextual_compression_retriever(compressor, documents) -> None:
+    classic = pytest.importorskip("langchain_classic.retrievers")
+    retriever = classic.ContextualCompressionRetriever(
+        base_compressor=SpecPrefillDocumentCompressor(compressor=compressor),
+        base_retriever=ListRetriever(docs=documents))
+    handler = SpecPrefillCallbackHandler()
+    out = retriever.invoke(QUERY, config={"callbacks": [handler]})
+    _check(out, documents)
+    [event] = handler.events
+    assert event["items"] == len(documents) and event["source"] == "SpecPrefillDocumentCompressor"
+    assert len(handler.runs) == 1  # attached to the retriever's run
+    aout = asyncio.run(retriever.ainvoke(QUERY, config={"callbacks": [handler]}))
+    assert [d.page_content for d in aout] == [d.page_content for d in out]
+
+
+def test_in_a_pipeline(compressor, documents) -> None:
+    comp = SpecPrefillDocumentCompressor(compressor=compressor)
+    retriever = ListRetriever(docs=documents)
+    chain = RunnableLambda(lambda q: comp.compress_documents(retriever.invoke(q), q))
+    _check(chain.invoke(QUERY), documents)
+
+
+def test_transformer_without_a_query_compresses_each_document(compressor, documents) -> None:
+    transformer = SpecPrefillDocumentTransformer(compressor=compressor, keep_ratio=0.3)
+    out = transformer.transform_documents(documents[:2])
+    _check(out, documents[:2])
+    alone = transformer.transform_documents(documents[1:2])
+    assert alone[0].page_content == out[1].page_content  # each on its own
+    with_query = asyncio.run(transformer.atransform_documents(documents[:2], query=QUERY))
+    _check(with_query, documents[:2])
+
+
+def test_empty_and_event_names(compressor) -> None:
+    comp = SpecPrefillDocumentCompressor(compressor=compressor)
+    assert comp.compress_documents([], QUERY) == []
+    assert EVENT_NAME == "specprefill_compression"

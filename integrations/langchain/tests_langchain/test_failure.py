@@ -1,0 +1,117 @@
+"""Failure injection: a draft that raises never kills a call unless on_failure="raise"."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.documents import Document
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import tool
+from specprefill_agents import SpecPrefillCompressor
+
+from langchain_specprefill import (
+    METADATA_KEY,
+    SpecPrefillCallbackHandler,
+    SpecPrefillDocumentCompressor,
+    SpecPrefillLLM,
+    SpecPrefillMiddleware,
+)
+
+from .conftest import broken_draft
+from .fakes import FailingCompressor, RecordingChatModel
+
+
+@pytest.fixture(scope="module")
+def broken():
+    return broken_draft()
+
+
+@pytest.fixture
+def conversation(source_text: str):
+    return [SystemMessage("sys"), HumanMessage("What does dedent do?"),
+            AIMessage("", tool_calls=[{"name": "read", "args": {}, "id": "c1"}]),
+            ToolMessage(source_text[:2000], tool_call_id="c1")]
+
+
+def _failing(kind: str, broken):
+    if kind == "broken-draft":  # the in-process compressor built by the integration (core raises)
+        return broken
+    if kind == "core-falls-back":  # a user's compressor with the core's own fallback
+        return SpecPrefillCompressor(broken, on_failure="passthrough")
+    return FailingCompressor()  # any object with the interface (a remote client...)
+
+
+@pytest.mark.parametrize("kind", ["broken-draft", "core-falls-back", "foreign"])
+def test_warn_passes_through(kind: str, broken, conversation) -> None:
+    inner = RecordingChatModel()
+    llm = SpecPrefillLLM(inner=inner, compressor=_failing(kind, broken))
+    with pytest.warns(RuntimeWarning, match="compression failed"):
+        answer = llm.invoke(conversation)
+    assert inner.calls[0]["messages"] == conversation
+    assert answer.response_metadata[METADATA_KEY]["failure"]
+
+
+def test_passthrough_is_silent_but_logged(broken, conversation, caplog: pytest.LogCaptureFixture) -> None:
+    inner = RecordingChatModel()
+    llm = SpecPrefillLLM(inner=inner, compressor=broken, on_failure="passthrough")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with caplog.at_level(logging.WARNING, logger="langchain_specprefill"):
+            llm.invoke(conversation)
+    assert inner.calls[0]["messages"] == conversation
+    assert "injected" in caplog.text
+
+
+def test_raise_raises(broken, conversation) -> None:
+    inner = RecordingChatModel()
+    llm = SpecPrefillLLM(inner=inner, compressor=broken, on_failure="raise")
+    with pytest.raises(RuntimeError, match="injected"):
+        llm.invoke(conversation)
+    with pytest.raises(RuntimeError, match="injected"):
+        asyncio.run(llm.ainvoke(conversation))
+    with pytest.raises(RuntimeError, match="draft exploded"):
+        SpecPrefillLLM(inner=inner, compressor=FailingCompressor(), on_failure="raise").invoke(conversation)
+    assert inner.calls == []
+
+
+def test_async_and_stream_fall_back_too(broken, conversation) -> None:
+    inner = RecordingChatModel()
+    llm = SpecPrefillLLM(inner=inner, compressor=broken, on_failure="passthrough")
+    asyncio.run(llm.ainvoke(conversation))
+    list(llm.stream(conversation))
+    assert all(c["messages"] == conversation for c in inner.calls) and len(inner.calls) == 2
+
+
+def test_agent_survives_a_failing_draft(broken, source_text: str) -> None:
+    @tool
+    def read(path: str) -> str:
+        """Read a file."""
+        return source_text[:2000]
+
+    def script(messages, i):
+        if not any(isinstance(m, ToolMessage) for m in messages):
+            return AIMessage("", tool_calls=[{"name": "read", "args": {"path": "a"}, "id": "c1"}])
+        return "done"
+
+    inner = RecordingChatModel(script=script)
+    handler = SpecPrefillCallbackHandler()
+    agent = create_agent(inner, tools=[read], middleware=[SpecPrefillMiddleware(broken)])
+    with pytest.warns(RuntimeWarning, match="compression failed"):
+        state = agent.invoke({"messages": [HumanMessage("q")]}, config={"callbacks": [handler]})
+    assert state["messages"][-1].content == "done"
+    assert inner.calls[1]["messages"][-1].content == source_text[:2000]
+    assert handler.total.failures == 1 and handler.total.compressions == 2  # step 1 had no tool output
+
+
+def test_documents_fall_back(broken) -> None:
+    docs = [Document("alpha " * 200, metadata={"source": "a"}, id="a")]
+    with pytest.warns(RuntimeWarning):
+        out = SpecPrefillDocumentCompressor(compressor=broken).compress_documents(docs, "alpha?")
+    assert out[0].page_content == docs[0].page_content and out[0].id == "a"
+    assert out[0].metadata["specprefill"]["failure"].startswith("RuntimeError")
+    with pytest.raises(RuntimeError):
+        SpecPrefillDocumentCompressor(compressor=broken, on_failure="raise").compress_documents(docs, "alpha?")
