@@ -82,10 +82,12 @@ class ScoringConfig(_ConfigMixin):
         "None = the draft's max_position_embeddings. Longer inputs are scored in windows.",
         None,
     )
-    prefill_chunk: int = _help(
-        "Context tokens forwarded per step while filling the draft's KV cache; bounds attention "
-        "memory to O(chunk x context) so peak memory grows linearly with context length.",
-        1024,
+    prefill_chunk: int | None = _help(
+        "Context tokens forwarded per step while filling the draft's KV cache; None = the whole "
+        "window in one forward (fastest: SDPA keeps its causal kernel). Memory grows linearly "
+        "either way; a chunk lowers the slope (about 16 KB/token less for SmolLM2 on CPU fp32) "
+        "at about 15% more prefill time.",
+        None,
     )
     query_prefix: str = _help("Text put before an explicit query in the query block.", "\n\nQuestion: ")
     query_suffix: str = _help("Text put after an explicit query in the query block.", "\nAnswer:")
@@ -96,7 +98,8 @@ class ScoringConfig(_ConfigMixin):
         _check_int("max_query_tokens", self.max_query_tokens, 1)
         _check_int("skip_layers", self.skip_layers, 0)
         _check_int("pool_kernel", self.pool_kernel, 1)
-        _check_int("prefill_chunk", self.prefill_chunk, 16)
+        if self.prefill_chunk is not None:
+            _check_int("prefill_chunk", self.prefill_chunk, 16)
         if self.pool_kernel % 2 == 0:
             raise ConfigError(f"pool_kernel must be odd, got {self.pool_kernel}")
         for name in ("layer_agg", "head_agg", "query_agg"):

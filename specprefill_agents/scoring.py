@@ -194,6 +194,7 @@ class DraftScorer:
                       kv_cache: KVPrefixCache | None,
                       timings: dict[str, float]) -> tuple[np.ndarray, int, int]:
         device = self.draft.device
+        install_scoring_attention(self.draft.model)  # idempotent; the model may be shared and switched back
         ids = self._prefix + context
         t0 = time.perf_counter()
         cache, reused = self._prefill_cached(ids, [len(self._prefix) + s for s in splits], kv_cache, device)
@@ -205,6 +206,10 @@ class DraftScorer:
             t2 = time.perf_counter()
             n_look = self._lookahead(logits, len(ids) + len(query), capture, cache, device)
         t3 = time.perf_counter()
+        if context and not capture.layers:
+            impl = getattr(self.draft.model.config, "_attn_implementation", None)
+            raise ScoringError(f"no attention layer reported to the scorer (attn_implementation={impl!r}); "
+                               "the draft must dispatch attention through transformers' AttentionInterface")
         timings["prefill"] += t1 - t0
         timings["query"] += t2 - t1
         timings["lookahead"] += t3 - t2
@@ -233,7 +238,7 @@ class DraftScorer:
         return cache, start
 
     def _prefill(self, ids: list[int], cache: Any, device: torch.device, begin: int = 0) -> None:
-        step = self.config.prefill_chunk
+        step = self.config.prefill_chunk or max(len(ids) - begin, 1)
         for start in range(begin, len(ids), step):
             chunk = torch.tensor([ids[start:start + step]], device=device)
             self.draft.model(input_ids=chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)

@@ -157,3 +157,14 @@ def test_plan_windows_cover_everything_in_order() -> None:
 def test_invalid_scoring_config(bad: dict) -> None:
     with pytest.raises(ConfigError):
         ScoringConfig(**bad)
+
+
+def test_scorer_survives_the_model_being_switched_back_to_sdpa() -> None:
+    draft = tiny_draft("llama", seed=5)
+    scorer = DraftScorer(draft)
+    context, query = _ids(60, 18), _ids(6, 19)
+    before = scorer.score(context, query).scores
+    draft.model.set_attn_implementation("sdpa")  # e.g. another library sharing the model
+    after = scorer.score(context, query).scores
+    assert before.sum() > 0
+    np.testing.assert_allclose(after, before, atol=1e-6)
