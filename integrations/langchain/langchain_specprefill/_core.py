@@ -15,6 +15,7 @@ from typing import Any
 
 from cachetools import LRUCache
 from specprefill_agents import ConfigError, DraftConfig, DraftModel, SpecPrefillCompressor
+from specprefill_agents.segment_scoring import countable
 from specprefill_agents.budget import make_counter
 
 __all__ = ["TokenCounter", "resolve_compressor", "compressor_identity", "check_budget", "Counter"]
@@ -66,15 +67,6 @@ def check_budget(keep_ratio: Any, budget_tokens: Any) -> None:
         raise ConfigError(f"budget_tokens must be an int >= 1 or None, got {budget_tokens!r}")
 
 
-def _clean(text: str) -> str:
-    """Lone surrogates (undecodable input bytes) become "?" so any tokenizer can count the text."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-
-
 def _approximate(text: str) -> int:
     return (len(text) + 3) // 4
 
@@ -117,7 +109,7 @@ class Counter:
             cached = self._cache.get(key)
         if cached is not None:
             return cached
-        count = self._resolve()(_clean(text))
+        count = self._resolve()(countable(text))  # undecodable bytes count as "?"
         with self._lock:
             self._cache[key] = count
         return count
