@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from langchain_core.callbacks import (
@@ -74,28 +74,25 @@ def stand_in_run(manager: BaseCallbackManager, run_id: UUID, config: dict[str, A
                 inheritable_metadata={**manager.inheritable_metadata, **metadata})
 
 
-def child_manager(run_manager: CallbackManagerForLLMRun | None) -> CallbackManager | None:
+def _child(run_manager: Any, manager_cls: Any) -> Any:
     """A callback manager whose runs are children of ``run_manager``'s run (what
     ``ParentRunManager.get_child`` does; LLM run managers have no such method)."""
     if run_manager is None:
         return None
-    manager = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
+    manager = manager_cls(handlers=[], parent_run_id=run_manager.run_id)
     manager.set_handlers(run_manager.inheritable_handlers)
     manager.add_tags(run_manager.inheritable_tags)
     manager.add_metadata(run_manager.inheritable_metadata)
     manager.add_tags([NO_STREAM_TAG], inherit=False)
     return manager
+
+
+def child_manager(run_manager: CallbackManagerForLLMRun | None) -> CallbackManager | None:
+    return cast("CallbackManager | None", _child(run_manager, CallbackManager))
 
 
 def achild_manager(run_manager: AsyncCallbackManagerForLLMRun | None) -> AsyncCallbackManager | None:
-    if run_manager is None:
-        return None
-    manager = AsyncCallbackManager(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    manager.add_tags([NO_STREAM_TAG], inherit=False)
-    return manager
+    return cast("AsyncCallbackManager | None", _child(run_manager, AsyncCallbackManager))
 
 
 def _data(report: CompressionReport, source: str) -> dict[str, Any]:
