@@ -167,16 +167,25 @@ def _growable_layer_class() -> Any:
     return _GROWABLE
 
 
-def snapshot_kv(cache: Any) -> tuple[tuple[tuple[Any, Any, int], ...], bool]:
-    """Per layer (keys, values, tokens seen) of a dynamic cache, and whether any layer slides.
+def snapshot_kv(cache: Any, length: int | None = None) -> tuple[tuple[tuple[Any, Any, int], ...], bool]:
+    """Per layer (keys, values, tokens seen) of a dynamic cache's first ``length`` tokens (default
+    all), and whether any layer slides.
 
-    The tensors are referenced, not copied: a dynamic cache never writes into them again
-    (it grows by ``torch.cat``, and a sliding layer re-slices a new tensor).
+    The tensors are referenced, not copied: a cache never writes into them again (a dynamic
+    layer grows by ``torch.cat``, a growable one only past what it has handed out, and a sliding
+    layer re-slices a new tensor).  Sliding layers can only be taken whole.
     """
     layers, sliding = [], False
     for layer in cache.layers:
-        sliding = sliding or bool(getattr(layer, "is_sliding", False))
-        layers.append((layer.keys, layer.values, int(layer.get_seq_length())))
+        seen = int(layer.get_seq_length())
+        is_sliding = bool(getattr(layer, "is_sliding", False))
+        sliding = sliding or is_sliding
+        if length is None or length == seen:
+            layers.append((layer.keys, layer.values, seen))
+        elif is_sliding or length > seen:
+            raise ValueError(f"cannot snapshot {length} tokens of a layer holding {seen} (sliding: {is_sliding})")
+        else:
+            layers.append((layer.keys[..., :length, :], layer.values[..., :length, :], length))
     return tuple(layers), sliding
 
 

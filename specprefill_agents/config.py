@@ -136,6 +136,11 @@ class CompressionConfig(_ConfigMixin):
         16,
     )
     code_chunk_tokens: int = _help("Chunk size in draft tokens for code / line units.", 64)
+    chunk_reduce: Aggregation = _help(
+        "A chunk's score from its units: 'mean' (draft-token weighted) or 'max' (one salient "
+        "unit keeps its chunk).",
+        "mean",
+    )
     top_p: float | None = _help(
         "Optional: stop adding chunks once their cumulative normalised score mass reaches p "
         "(the budget still caps).",
@@ -158,6 +163,7 @@ class CompressionConfig(_ConfigMixin):
         _check_int("min_tokens", self.min_tokens, 0)
         _check_choice("unit", self.unit, ("auto", "word", "line", "sentence"))
         _check_choice("unit_reduce", self.unit_reduce, ("max", "mean"))
+        _check_choice("chunk_reduce", self.chunk_reduce, ("max", "mean"))
         _check_int("chunk_tokens", self.chunk_tokens, 1)
         _check_int("code_chunk_tokens", self.code_chunk_tokens, 1)
         if self.top_p is not None and not 0.0 < float(self.top_p) <= 1.0:

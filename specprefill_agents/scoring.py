@@ -54,6 +54,7 @@ class _Capture:
         self.acc = torch.zeros(max_rows, ctx_len, dtype=torch.float32, device=device)
         self.layers: set[int] = set()
         self.row = 0  # first buffer row of the forward about to run
+        self.pending_rows = 0  # query rows at the end of that forward (earlier ones are context)
         self.total = 0  # sequence length once that forward has run
 
     def begin(self, rows: int, total_positions: int) -> None:
@@ -74,6 +75,7 @@ class _Capture:
         self.layers.add(layer)
         keys = key[0, :, lo - key_start:hi - key_start, :].float()  # (kv_heads, m, d)
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        query = query[:, :, query.shape[2] - self.pending_rows:, :]  # earlier rows: context in the same forward
         q_len = query.shape[2]
         for r0 in range(0, q_len, _ROW_CHUNK):
             q = query[0, :, r0:r0 + _ROW_CHUNK, :].float()  # (heads, r, d)
@@ -193,53 +195,71 @@ class DraftScorer:
     def _score_window(self, context: list[int], query: list[int], splits: list[int],
                       kv_cache: KVPrefixCache | None,
                       timings: dict[str, float]) -> tuple[np.ndarray, int, int]:
+        """One window: restore or run the context, then the query block and lookahead with capture.
+
+        The query block rides in the same forward as the last new context tokens (one pass
+        fewer per call) unless the KV must be snapshotted at the context's end and a layer
+        slides (a sliding layer cannot be cut back to the context once the query is in it).
+        """
         device = self.draft.device
         install_scoring_attention(self.draft.model)  # idempotent; the model may be shared and switched back
         ids = self._prefix + context
+        lengths = [len(self._prefix) + s for s in splits]
         t0 = time.perf_counter()
-        reserve = len(query) + self.config.lookahead
-        cache, reused = self._prefill_cached(ids, [len(self._prefix) + s for s in splits], kv_cache, device,
-                                             reserve)
+        cache, reused, keys = self._open_cache(ids, lengths, kv_cache, len(query) + self.config.lookahead)
+        fused = kv_cache is None or not _has_sliding_layer(cache)
+        tail = self._last_chunk_start(len(ids), reused) if fused else len(ids)
+        self._prefill(ids[:tail], cache, device, reused)
+        if not fused:
+            self._store(cache, ids, lengths, keys, kv_cache, reused)
         t1 = time.perf_counter()
         capture = _Capture(len(self._prefix), len(context), len(query) + self.config.lookahead,
                            self.config, device)
         with capture_attention(capture):
-            logits = self._step(query, len(ids), capture, cache, device)
+            logits = self._step(ids[tail:] + query, tail, capture, cache, device, rows=len(query))
             t2 = time.perf_counter()
             n_look = self._lookahead(logits, len(ids) + len(query), capture, cache, device)
         t3 = time.perf_counter()
+        if fused:
+            self._store(cache, ids, lengths, keys, kv_cache, reused)
         if context and not capture.layers:
             impl = getattr(self.draft.model.config, "_attn_implementation", None)
             raise ScoringError(f"no attention layer reported to the scorer (attn_implementation={impl!r}); "
                                "the draft must dispatch attention through transformers' AttentionInterface")
         timings["prefill"] += t1 - t0
-        timings["query"] += t2 - t1
+        timings["query"] += t2 - t1  # with the fused forward: the last new context tokens + the query block
         timings["lookahead"] += t3 - t2
         return capture.finish(), reused, n_look
 
-    def _prefill_cached(self, ids: list[int], lengths: list[int], kv_cache: KVPrefixCache | None,
-                        device: torch.device, reserve: int) -> tuple[Any, int]:
-        """A KV cache holding ``ids``: restored from the longest cached prefix, the rest forwarded.
-
-        ``reserve``: room for the query block and lookahead tokens that follow."""
+    def _open_cache(self, ids: list[int], lengths: list[int], kv_cache: KVPrefixCache | None,
+                    extra: int) -> tuple[Any, int, list[str]]:
+        """A KV cache holding the longest cached prefix of ``ids`` (or nothing), sized once for
+        the rest of ``ids`` plus ``extra`` tokens (query block and lookahead)."""
         if kv_cache is None:
-            cache = new_kv_cache(self.draft.model, reserve)
-            self._prefill(ids, cache, device)
-            return cache, 0
-        namespace = f"{self.draft.name}|{self.draft.dtype}|{device}"
+            return new_kv_cache(self.draft.model, len(ids) + extra), 0, []
+        namespace = f"{self.draft.name}|{self.draft.dtype}|{self.draft.device}"
         keys = token_prefix_keys(namespace, ids, lengths)
         hit = kv_cache.lookup(keys, lengths)
-        start = 0
         if hit is None:
-            cache = new_kv_cache(self.draft.model, reserve)
-        else:
-            entry, start = hit
-            cache = restore_kv(self.draft.model, entry.layers, start, reserve)
-        self._prefill(ids, cache, device, start)
-        if start < len(ids):
-            layers, sliding = snapshot_kv(cache)
-            kv_cache.put(keys[-1], KVEntry(layers, len(ids), sliding, kv_nbytes(layers), tuple(keys)), lengths)
-        return cache, start
+            return new_kv_cache(self.draft.model, len(ids) + extra), 0, keys
+        entry, start = hit
+        return restore_kv(self.draft.model, entry.layers, start, len(ids) - start + extra), start, keys
+
+    @staticmethod
+    def _store(cache: Any, ids: list[int], lengths: list[int], keys: list[str], kv_cache: KVPrefixCache | None,
+               reused: int) -> None:
+        """Keep the KV of the context tokens (never the query block or lookahead) for later calls."""
+        if kv_cache is None or reused >= len(ids):
+            return
+        layers, sliding = snapshot_kv(cache, len(ids))
+        kv_cache.put(keys[-1], KVEntry(layers, len(ids), sliding, kv_nbytes(layers), tuple(keys)), lengths)
+
+    def _last_chunk_start(self, n: int, begin: int) -> int:
+        """Where the last prefill chunk of ``ids[begin:n]`` starts (it runs together with the query)."""
+        if n <= begin:
+            return n
+        step = self.config.prefill_chunk or (n - begin)
+        return begin + ((n - begin - 1) // step) * step
 
     def _prefill(self, ids: list[int], cache: Any, device: torch.device, begin: int = 0) -> None:
         step = self.config.prefill_chunk or max(len(ids) - begin, 1)
@@ -248,8 +268,9 @@ class DraftScorer:
             self.draft.model(input_ids=chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)
 
     def _step(self, ids: list[int], done: int, capture: _Capture, cache: Any,
-              device: torch.device) -> torch.Tensor:
-        capture.begin(len(ids), done + len(ids))
+              device: torch.device, rows: int | None = None) -> torch.Tensor:
+        """Forward ``ids`` after ``done`` cached tokens; the last ``rows`` of them (default all) are scored."""
+        capture.begin(len(ids) if rows is None else rows, done + len(ids))
         out = self.draft.model(input_ids=torch.tensor([ids], device=device), past_key_values=cache,
                                use_cache=True, logits_to_keep=1)
         capture.advance()
@@ -265,6 +286,10 @@ class DraftScorer:
             logits = self._step([token], done + generated, capture, cache, device)
             generated += 1
         return generated
+
+
+def _has_sliding_layer(cache: Any) -> bool:
+    return any(getattr(layer, "is_sliding", False) for layer in cache.layers)
 
 
 def _bos_prefix(tokenizer: Any) -> list[int]:

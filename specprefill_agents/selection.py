@@ -87,12 +87,15 @@ def _groups(counts: np.ndarray, target: int) -> list[tuple[int, int]]:
 
 
 def _chunks(
-    text: str, units: np.ndarray, scores: np.ndarray, counts: np.ndarray, target: int
+    text: str, units: np.ndarray, scores: np.ndarray, counts: np.ndarray, target: int, reduce: str = "mean"
 ) -> tuple[Chunk, ...]:
     groups = _groups(counts, target)
     firsts = np.array([g[0] for g in groups], dtype=np.int64)
     tokens = np.add.reduceat(counts, firsts)
-    weighted = np.add.reduceat(scores * counts, firsts) / tokens
+    if reduce == "max":
+        weighted = np.maximum.reduceat(scores, firsts)
+    else:
+        weighted = np.add.reduceat(scores * counts, firsts) / np.maximum(tokens, 1)
     bounds = [0, *(int(units[f, 0]) for f in firsts[1:]), len(text)]
     last = len(groups) - 1
     return tuple(
@@ -112,7 +115,8 @@ def plan_segment(
 
     ``kind`` is ``"auto"`` (detected), ``"prose"`` or ``"code"``.  Line units use
     ``config.code_chunk_tokens``, other units ``config.chunk_tokens``.  A chunk's
-    score is the draft-token-weighted mean of its unit scores.  Empty or
+    score is the draft-token-weighted mean (or, with ``chunk_reduce="max"``, the max) of its
+    unit scores.  Empty or
     whitespace-only text gives one anchor chunk covering the whole text.
     """
     if kind == "auto":
@@ -125,7 +129,8 @@ def plan_segment(
         return SegmentPlan(text, kind, (Chunk(0, len(text), 0.0, 0, True),))  # type: ignore[arg-type]
     scores, counts = unit_scores(units, token_offsets, token_scores, config.unit_reduce)
     target = config.code_chunk_tokens if unit == "line" else config.chunk_tokens
-    return SegmentPlan(text, kind, _chunks(text, units, scores, counts, target))  # type: ignore[arg-type]
+    return SegmentPlan(text, kind, _chunks(text, units, scores, counts, target,  # type: ignore[arg-type]
+                                           config.chunk_reduce))
 
 
 # --- rendering --------------------------------------------------------------------

@@ -218,5 +218,7 @@ def test_restored_cache_is_not_mutated_by_later_steps() -> None:
     for n in (3, 4, 3):
         comp.score_segments(_segments(n), f"q{n}")
     first_entry = list(kv._entries.values())[0]
+    # the entry holds the context only: the query block ran in the same forward but is not kept
+    assert all(k.shape[-2] == v.shape[-2] == seen == first_entry.length for k, v, seen in first_entry.layers)
     for (k0, v0), (k1, v1, _) in zip(snapshot, first_entry.layers):
         assert torch.equal(k0, k1) and torch.equal(v0, v1)
