@@ -226,27 +226,22 @@ class Ours:
         return Compressed(texts, sum(self.counter(texts[i]) for i in changed), result.stats.budget_tokens, seconds)
 
 
-class OursDetrended(ScoredChunks):
-    """Prototype (not in the library): ours' draft scores divided by their local mean over the
-    whole prompt (a moving average of ``window`` draft tokens), so a region is kept for standing
-    out from its surroundings rather than for being close to the question (recency bias)."""
+class _RescoredOurs(ScoredChunks):
+    """Base of the prototypes: token scores from our draft, transformed by :meth:`token_scores`,
+    then chunked, chosen and rendered exactly like ours."""
 
-    name = "ours+detrend"
-
-    def __init__(self, compressor: Any, counter: Counter, window: int = 513) -> None:
+    def __init__(self, compressor: Any, counter: Counter) -> None:
         super().__init__(counter, lambda text: np.zeros((0, 2), dtype=np.int64), compressor.config)
-        self.compressor, self.window = compressor, window
+        self.compressor = compressor
         self._scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def token_scores(self, segments: Sequence[Segment], query: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(offsets, scores) per segment."""
+        raise NotImplementedError
 
     def compress(self, segments: Sequence[Segment], query: str, keep_ratio: float) -> Compressed:
         t0 = time.perf_counter()
-        raw = self.compressor.score_segments(list(segments), query).segments
-        flat = np.concatenate([s.scores for s in raw]).astype(np.float64)
-        local = np.convolve(flat, np.ones(self.window) / self.window, mode="same")
-        local /= np.convolve(np.ones(len(flat)), np.ones(self.window) / self.window, mode="same")
-        ratio = flat / np.maximum(local, 1e-12)
-        bounds = np.cumsum([0] + [len(s) for s in raw])
-        self._scores = {id(seg): (raw[i].offsets, ratio[bounds[i] : bounds[i + 1]]) for i, seg in enumerate(segments)}
+        self._scores = {id(seg): pair for seg, pair in zip(segments, self.token_scores(segments, query))}
         out = super().compress(segments, query, keep_ratio)
         return dataclasses.replace(out, seconds=time.perf_counter() - t0)
 
@@ -256,3 +251,48 @@ class OursDetrended(ScoredChunks):
     def _plan(self, segment: Segment, config: CompressionConfig) -> SegmentPlan:
         offsets, scores = self._scores[id(segment)]
         return plan_segment(segment.text, offsets, scores.astype(np.float32), config, segment.kind)
+
+
+class OursDetrended(_RescoredOurs):
+    """Prototype (not in the library): ours' draft scores divided by their local mean over the
+    whole prompt (a moving average of ``window`` draft tokens), so a region is kept for standing
+    out from its surroundings rather than for being close to the question (recency bias)."""
+
+    name = "ours+detrend"
+
+    def __init__(self, compressor: Any, counter: Counter, window: int = 513) -> None:
+        super().__init__(compressor, counter)
+        self.window = window
+
+    def token_scores(self, segments: Sequence[Segment], query: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        raw = self.compressor.score_segments(list(segments), query).segments
+        flat = np.concatenate([s.scores for s in raw]).astype(np.float64)
+        local = np.convolve(flat, np.ones(self.window) / self.window, mode="same")
+        local /= np.convolve(np.ones(len(flat)), np.ones(self.window) / self.window, mode="same")
+        ratio = flat / np.maximum(local, 1e-12)
+        bounds = np.cumsum([0] + [len(s) for s in raw])
+        return [(raw[i].offsets, ratio[bounds[i] : bounds[i + 1]]) for i in range(len(raw))]
+
+
+class OursTwoPass(_RescoredOurs):
+    """Prototype (not in the library; measured no better, see results/retention_ablation3_cpu.md):
+    multi-hop query expansion.  Pass 1 scores with the question; the ``hops`` best chunks of
+    pass 1 are prepended to the question and pass 2 scores again; a token's score is the max of
+    the two passes.  Aimed at second hops that share no word with the question (two-hop, variable
+    tracking): the bridging entity found in pass 1 becomes part of the query."""
+
+    name = "ours+2pass"
+
+    def __init__(self, compressor: Any, counter: Counter, hops: int = 3) -> None:
+        super().__init__(compressor, counter)
+        self.hops = hops
+
+    def token_scores(self, segments: Sequence[Segment], query: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        first = self.compressor.score_segments(list(segments), query).segments
+        plans = [plan_segment(s.text, sc.offsets, sc.scores, self.config, s.kind)
+                 for s, sc in zip(segments, first) if s.may_compress]
+        best = sorted(((c.score, p, i) for p, plan in enumerate(plans) for i, c in enumerate(plan.chunks)
+                       if not c.anchor), reverse=True)[: self.hops]
+        hints = " ... ".join(plans[p].chunk_text(i).strip() for _, p, i in sorted(best, key=lambda t: (t[1], t[2])))
+        second = self.compressor.score_segments(list(segments), f"{hints}\n{query}").segments
+        return [(a.offsets, np.maximum(a.scores, b.scores)) for a, b in zip(first, second)]

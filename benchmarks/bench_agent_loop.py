@@ -29,7 +29,8 @@ from typing import Any
 import torch
 import transformers
 
-from specprefill_agents import CacheConfig, CompressionConfig, Segment, SpecPrefillCompressor, load_draft
+from specprefill_agents import (CacheConfig, CompressionConfig, DraftConfig, Segment, SpecPrefillCompressor,
+                                load_draft)
 
 MODULES = ["textwrap", "shlex", "fnmatch", "glob", "heapq", "bisect", "base64", "calendar", "csv", "string",
            "gettext", "difflib", "filecmp", "getopt", "netrc", "operator", "pprint", "quopri", "sched",
@@ -107,7 +108,7 @@ def messages_at(steps: list[Step], t: int) -> list[Segment]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)  # 1 by default: a shared 2-core machine makes 2 threads erratic
-    draft = load_draft(args.draft)
+    draft = load_draft(DraftConfig(model=args.draft, dtype=args.draft_dtype))
     config = CompressionConfig(keep_ratio=args.keep)
     modes = {
         "no-cache": CacheConfig(kv_cache_bytes=0, score_cache_entries=0),
@@ -126,14 +127,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             res = comps[mode].compress_segments(segs)
             row[mode] = {"seconds": time.perf_counter() - t0, "forwarded": res.stats.draft_tokens_forwarded,
-                         "reused": res.stats.draft_tokens_reused,
+                         "reused": res.stats.draft_tokens_reused, "lookahead_tokens": res.stats.lookahead_tokens,
+                         "phases": dict(res.stats.timings),
                          "evidence_kept": steps[t].evidence in "\n".join(res.texts)}
             texts[mode] = res.texts
         row["exact_equals_no_cache"] = texts["exact"] == texts["no-cache"]
         row["context_tokens"] = sum(len(draft.tokenizer(s.text, add_special_tokens=False)["input_ids"]) for s in segs)
         per_step.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    return {"machine": machine_info(), "args": vars(args), "steps": per_step, "summary": summarise(per_step)}
+    return {"machine": {**machine_info(), "draft_dtype": str(draft.dtype)}, "args": vars(args), "steps": per_step,
+            "summary": summarise(per_step)}
+
+
+PHASES = ("prefill", "query", "lookahead", "select")
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -147,6 +153,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "evidence_retention": sum(r[mode]["evidence_kept"] for r in rows) / len(rows),
         }
         out[mode]["forwarded_over_final_context"] = round(out[mode]["draft_tokens_forwarded"] / final_unique, 3)
+        out[mode]["phase_seconds"] = {k: round(sum(r[mode]["phases"].get(k, 0.0) for r in rows), 2)
+                                      for k in PHASES}
+        out[mode]["lookahead_tokens"] = sum(r[mode]["lookahead_tokens"] for r in rows)
+    context = {m: out[m]["phase_seconds"]["prefill"] + out[m]["phase_seconds"]["query"] for m in ("no-cache", "exact")}
+    out["context_forward_ratio_no_cache_over_exact"] = round(context["no-cache"] / max(context["exact"], 1e-9), 2)
     out["time_ratio_no_cache_over_exact"] = round(out["no-cache"]["seconds"] / out["exact"]["seconds"], 2)
     out["time_ratio_no_cache_over_approximate"] = round(out["no-cache"]["seconds"] / out["approximate"]["seconds"], 2)
     return out
@@ -164,7 +175,8 @@ def machine_info() -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     s, m = result["summary"], result["machine"]
     lines = [f"# Agent loop: {s['steps']} steps, final context {s['final_context_tokens']} draft tokens",
-             "", f"Machine: {m['cpu']} ({m['logical_cpus']} threads), CUDA: {m['cuda']}; torch {m['torch']}, "
+             "", f"Machine: {m['cpu']} ({m['logical_cpus']} threads), CUDA: {m['cuda']}; "
+             f"draft dtype {m.get('draft_dtype', 'torch.float32')}; torch {m['torch']}, "
              f"transformers {m['transformers']}; {m['date']}", "",
              "| mode | draft tokens forwarded | / final context | compress seconds (sum) | evidence retention |",
              "|---|---|---|---|---|"]
@@ -172,6 +184,17 @@ def markdown(result: dict[str, Any]) -> str:
         r = s[mode]
         lines.append(f"| {mode} | {r['draft_tokens_forwarded']} | {r['forwarded_over_final_context']} | "
                      f"{r['seconds']} | {r['evidence_retention']:.2f} |")
+    lines += ["", "Where the time goes (seconds summed over the steps; `prefill` = KV restore + context forward, "
+              "`query` = the last new context tokens + query block in one forward, `lookahead` = greedy draft "
+              "tokens, one decode step each):", "", "| mode | " + " | ".join(PHASES) + " | lookahead tokens |",
+              "|---" * (len(PHASES) + 2) + "|"]
+    for mode in ("no-cache", "exact", "approximate"):
+        r = s[mode]
+        lines.append(f"| {mode} | " + " | ".join(str(r.get("phase_seconds", {}).get(k, "—")) for k in PHASES)
+                     + f" | {r.get('lookahead_tokens', '—')} |")
+    if "context_forward_ratio_no_cache_over_exact" in s:
+        lines += ["", f"Context forward (prefill + query) no-cache / exact: "
+                  f"**{s['context_forward_ratio_no_cache_over_exact']}x** (the part the KV cache removes)."]
     lines += ["", f"Time ratio no-cache / exact: **{s['time_ratio_no_cache_over_exact']}x**; "
               f"no-cache / approximate: {s['time_ratio_no_cache_over_approximate']}x. "
               f"Exact outputs identical to no-cache at every step: **{s['exact_outputs_identical_to_no_cache']}**."]
@@ -184,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step-tokens", type=int, default=250)
     parser.add_argument("--keep", type=float, default=0.25)
     parser.add_argument("--draft", default="embedded")
+    parser.add_argument("--draft-dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="default: the library's choice for the device (bfloat16 on AMX CPUs)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 0 = torch's default")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "agent_loop_cpu.json"))
     args = parser.parse_args(argv)

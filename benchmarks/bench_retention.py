@@ -33,9 +33,10 @@ import torch
 from benchmarks import baselines as bl
 from benchmarks.bench_scoring import machine_info
 from benchmarks.tasks import FAMILIES, TaskInstance, make_suite
-from specprefill_agents import CacheConfig, CompressionConfig, Segment, SpecPrefillCompressor, load_draft
+from specprefill_agents import (CacheConfig, CompressionConfig, DraftConfig, Segment, SpecPrefillCompressor,
+                                load_draft)
 
-METHODS = ("ours", "random", "head_tail", "bm25", "embeddings", "ours+detrend")
+METHODS = ("ours", "random", "head_tail", "bm25", "embeddings", "ours+detrend", "ours+2pass", "longllmlingua")
 DEFAULT_METHODS = METHODS[:5]
 TARGETS = {0.25: 0.95, 0.10: 0.85}
 
@@ -76,6 +77,13 @@ def _ours(draft: Any, counter: bl.Counter, config: CompressionConfig | None = No
 def build_methods(names: list[str], draft: Any, counter: bl.Counter, seed: int,
                   variants: list[str] = ()) -> list[Any]:  # type: ignore[assignment]
     offsets = bl.tokenizer_offsets(draft.tokenizer)
+
+    def longllmlingua() -> Any:  # llmlingua is an optional peer, imported only when asked for (benchmarks/README.md)
+        from benchmarks.peer_llmlingua import LongLLMLingua
+
+        # llmlingua's own dtype (float32 on CPU): its token filter compares small perplexity differences
+        return LongLLMLingua(counter, draft.model.name_or_path, device_map=str(draft.device))
+
     makers = {
         "ours": lambda: _ours(draft, counter),
         "random": lambda: bl.RandomChunks(counter, offsets, seed=seed),
@@ -84,6 +92,9 @@ def build_methods(names: list[str], draft: Any, counter: bl.Counter, seed: int,
         "embeddings": lambda: bl.EmbeddingChunks(counter, offsets, bl.minilm_encoder()),
         "ours+detrend": lambda: bl.OursDetrended(SpecPrefillCompressor(draft, cache=CacheConfig(kv_cache_bytes=0),
                                                                        on_failure="raise"), counter),
+        "ours+2pass": lambda: bl.OursTwoPass(SpecPrefillCompressor(draft, cache=CacheConfig(kv_cache_bytes=0),
+                                                                   on_failure="raise"), counter),
+        "longllmlingua": longllmlingua,
     }
     return [makers[name]() for name in names] + [_ours(draft, counter, cfg, name)
                                                    for name, cfg in map(parse_variant, variants)]
@@ -218,6 +229,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.10])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draft", default="embedded")
+    p.add_argument("--draft-dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="draft weights/activations dtype (default: the library's choice for the device)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
     p.add_argument("--out", default="benchmarks/results/retention_cpu.json", help="JSON; .md and .png beside it")
     return p.parse_args(argv)
@@ -241,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
 
     hf_logging.disable_progress_bar()
     result: dict[str, Any] = {"machine": machine_info(), "args": vars(args)}
-    draft = load_draft(args.draft)
+    draft = load_draft(DraftConfig(model=args.draft, dtype=args.draft_dtype))
     tok = draft.tokenizer
     counter = lambda text: len(tok.encode(text, add_special_tokens=False))  # noqa: E731
     tasks = build_tasks(args, counter)

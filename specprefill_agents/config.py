@@ -80,6 +80,12 @@ class ScoringConfig(_ConfigMixin):
     )
     skip_layers: int = _help("Ignore the first N layers (SpecPC skips early layers).", 0)
     pool_kernel: int = _help("Odd width of the average-pool smoothing over token scores; 1 = none.", 13)
+    lookahead_per_window: bool = _help(
+        "With several windows: True = every window decodes its own lookahead tokens; False = the "
+        "last window (latest context) decodes them and the others append the same tokens to their "
+        "query block in one forward, with no decode steps.",
+        False,
+    )
     window_tokens: int | None = _help(
         "Largest context window (draft tokens, query block included) scored at once; "
         "None = the draft's max_position_embeddings. Longer inputs are scored in windows.",
@@ -109,6 +115,8 @@ class ScoringConfig(_ConfigMixin):
             _check_choice(name, getattr(self, name), ("max", "mean"))
         if self.window_tokens is not None:
             _check_int("window_tokens", self.window_tokens, 32)
+        if not isinstance(self.lookahead_per_window, bool):
+            raise ConfigError(f"lookahead_per_window must be a bool, got {self.lookahead_per_window!r}")
 
 
 @dataclass(frozen=True)
@@ -186,7 +194,10 @@ class DraftConfig(_ConfigMixin):
     )
     device: str | None = _help("'cuda', 'cuda:1', 'cpu', 'mps'...; None picks CUDA when present.", None)
     dtype: str | None = _help(
-        "'float32', 'bfloat16', 'float16'; None = bfloat16 on CUDA, float32 elsewhere.", None
+        "'float32', 'bfloat16', 'float16'; None = bfloat16 on CUDA and on CPUs with native bf16 "
+        "matrix units (Intel AMX: scoring 2.7x faster than float32, same retention in our "
+        "benchmark), float32 elsewhere.",
+        None,
     )
     gguf_file: str | None = _help("GGUF file name inside a hub repo or local directory.", None)
     revision: str | None = _help("Hub revision (branch, tag or commit).", None)

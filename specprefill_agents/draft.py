@@ -33,6 +33,7 @@ from ._compat_loading import (
     transformers_progress_enabled,
     transformers_version,
 )
+from ._compat import cpu_has_native_bf16
 from .config import DraftConfig
 from .errors import ConfigError, DraftModelError, DraftNotInstalledError, SpecPrefillError
 
@@ -367,7 +368,9 @@ def _pick_device(config: DraftConfig) -> torch.device:
 def _pick_dtype(config: DraftConfig, device: torch.device) -> torch.dtype:
     if config.dtype:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[config.dtype]
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()):
+        return torch.bfloat16
+    return torch.float32
 
 
 def _load_source(

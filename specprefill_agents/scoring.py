@@ -179,23 +179,31 @@ class DraftScorer:
         room = self.max_window - len(self._prefix) - len(query) - self.config.lookahead
         windows = plan_windows(len(context_ids), room)
         timings = {"prefill": 0.0, "query": 0.0, "lookahead": 0.0}
-        parts, forwarded, reused, looked = [], 0, 0, 0
-        for a, b in windows:
+        parts: dict[int, np.ndarray] = {}
+        forwarded = reused = looked = 0
+        shared: list[int] | None = None
+        for i in reversed(range(len(windows))):  # the latest context first: it generates the lookahead
+            a, b = windows[i]
             splits = sorted({p - a for p in split_points if a < p < b} | {b - a})
-            window_scores, n_reused, n_look = self._score_window(
-                list(context_ids[a:b]), query, splits, kv_cache, timings)
-            parts.append(window_scores)
-            forwarded += len(self._prefix) + (b - a) - n_reused + len(query) + n_look
+            parts[i], n_reused, tokens = self._score_window(
+                list(context_ids[a:b]), query, splits, kv_cache, timings, shared)
+            looked += len(tokens) if shared is None else 0
+            if not self.config.lookahead_per_window:
+                shared = tokens
+            forwarded += len(self._prefix) + (b - a) - n_reused + len(query) + len(tokens)
             reused += n_reused
-            looked += n_look
-        scores = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        scores = np.concatenate([parts[i] for i in range(len(windows))]) if parts else np.zeros(0, np.float32)
         return RawScores(scores, forwarded, reused, len(windows), looked, timings)
 
     @torch.inference_mode()
     def _score_window(self, context: list[int], query: list[int], splits: list[int],
-                      kv_cache: KVPrefixCache | None,
-                      timings: dict[str, float]) -> tuple[np.ndarray, int, int]:
+                      kv_cache: KVPrefixCache | None, timings: dict[str, float],
+                      lookahead: list[int] | None = None) -> tuple[np.ndarray, int, list[int]]:
         """One window: restore or run the context, then the query block and lookahead with capture.
+
+        ``lookahead``: tokens another window generated; they join the query block in the same
+        forward (no decode steps).  None: generate them here, greedily.  Returns the scores, the
+        tokens reused from the KV cache and the lookahead tokens used.
 
         The query block rides in the same forward as the last new context tokens (one pass
         fewer per call) unless the KV must be snapshotted at the context's end and a layer
@@ -215,10 +223,12 @@ class DraftScorer:
         t1 = time.perf_counter()
         capture = _Capture(len(self._prefix), len(context), len(query) + self.config.lookahead,
                            self.config, device)
+        block = query + (lookahead or [])
         with capture_attention(capture):
-            logits = self._step(ids[tail:] + query, tail, capture, cache, device, rows=len(query))
+            logits = self._step(ids[tail:] + block, tail, capture, cache, device, rows=len(block))
             t2 = time.perf_counter()
-            n_look = self._lookahead(logits, len(ids) + len(query), capture, cache, device)
+            tokens = lookahead if lookahead is not None else self._lookahead(
+                logits, len(ids) + len(query), capture, cache, device)
         t3 = time.perf_counter()
         if fused:
             self._store(cache, ids, lengths, keys, kv_cache, reused)
@@ -229,7 +239,7 @@ class DraftScorer:
         timings["prefill"] += t1 - t0
         timings["query"] += t2 - t1  # with the fused forward: the last new context tokens + the query block
         timings["lookahead"] += t3 - t2
-        return capture.finish(), reused, n_look
+        return capture.finish(), reused, tokens
 
     def _open_cache(self, ids: list[int], lengths: list[int], kv_cache: KVPrefixCache | None,
                     extra: int) -> tuple[Any, int, list[str]]:
@@ -277,14 +287,14 @@ class DraftScorer:
         return out.logits[0, -1]
 
     def _lookahead(self, logits: torch.Tensor, done: int, capture: _Capture, cache: Any,
-                   device: torch.device) -> int:
-        generated = 0
+                   device: torch.device) -> list[int]:
+        generated: list[int] = []
         for _ in range(self.config.lookahead):
             token = int(torch.argmax(logits).item())
             if token in self._eos:
                 break
-            logits = self._step([token], done + generated, capture, cache, device)
-            generated += 1
+            logits = self._step([token], done + len(generated), capture, cache, device)
+            generated.append(token)
         return generated
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from specprefill_agents import draft as draft_mod
+from specprefill_agents._compat import cpu_has_native_bf16
 from specprefill_agents.config import DraftConfig
 from specprefill_agents.draft import DraftModel, clear_draft_cache, load_draft
 
@@ -43,6 +44,7 @@ if GGUF is None:  # scripts/install.sh installs both: a missing one is a broken 
 LOAD_SCRIPT = """
 import json, logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+from specprefill_agents._compat import cpu_has_native_bf16
 from specprefill_agents.config import DraftConfig
 from specprefill_agents.draft import load_draft
 draft = load_draft(DraftConfig(cache_dir=sys.argv[1], device="cpu"))
@@ -108,7 +110,8 @@ def test_first_load_converts_into_the_cache(first_load: tuple[Path, DraftModel, 
     assert draft.name == f"embedded:SmolLM2-135M-Instruct.Q4_1@{sha[:16]}"
     assert draft.max_context == 8192
     assert draft.tokenizer.is_fast
-    assert draft.device.type == "cpu" and draft.dtype == torch.float32
+    expected = torch.bfloat16 if cpu_has_native_bf16() else torch.float32  # the auto dtype on CPU
+    assert draft.device.type == "cpu" and draft.dtype == expected
     assert not draft.model.training
 
 

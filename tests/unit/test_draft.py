@@ -81,7 +81,7 @@ def fake_gguf(tmp_path: Path) -> Path:
 
 
 def test_local_dir_loads_on_cpu_in_eval_mode(tiny_dir: Path) -> None:
-    draft = load_draft(DraftConfig(model=str(tiny_dir), device="cpu"))
+    draft = load_draft(DraftConfig(model=str(tiny_dir), device="cpu", dtype="float32"))
     assert isinstance(draft, DraftModel)
     assert draft.name.startswith(f"dir:{tiny_dir.resolve()}@")
     assert draft.max_context == 512
@@ -97,12 +97,15 @@ def test_local_dir_loads_on_cpu_in_eval_mode(tiny_dir: Path) -> None:
     torch.testing.assert_close(got, expected)
 
 
-def test_auto_device_and_dtype_without_accelerator(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("native_bf16", "expected"), [(False, torch.float32), (True, torch.bfloat16)])
+def test_auto_device_and_dtype_without_accelerator(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   native_bf16: bool, expected: torch.dtype) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(draft_mod, "cpu_has_native_bf16", lambda: native_bf16)
     draft = load_draft(str(tiny_dir))
     assert draft.device.type == "cpu"
-    assert draft.dtype == torch.float32
+    assert draft.dtype == expected
 
 
 def test_dtype_override(tiny_dir: Path) -> None:

@@ -18,14 +18,29 @@ def _ids(n: int, seed: int) -> list[int]:
     return torch.randint(3, 500, (n,), generator=g).tolist()
 
 
-def _eager_reference(draft, context, query, lookahead_tokens, cfg: ScoringConfig) -> np.ndarray:
-    """Materialise full attention with the eager kernel and aggregate it the slow, obvious way."""
+def _eager_model(draft):
     model = AutoModelForCausalLM.from_config(draft.model.config, attn_implementation="eager").eval()
     model.load_state_dict(draft.model.state_dict())
-    ids = context + query
+    return model
+
+
+def _greedy(model, ids: list[int], n: int) -> list[int]:
+    out: list[int] = []
     with torch.no_grad():
-        for _ in range(lookahead_tokens):  # greedy, like the scorer
-            ids = ids + [int(model(torch.tensor([ids])).logits[0, -1].argmax())]
+        for _ in range(n):
+            out.append(int(model(torch.tensor([ids + out])).logits[0, -1].argmax()))
+    return out
+
+
+def _eager_reference(draft, context, query, lookahead_tokens, cfg: ScoringConfig,
+                     forced: list[int] | None = None) -> np.ndarray:
+    """Materialise full attention with the eager kernel and aggregate it the slow, obvious way.
+
+    ``forced``: lookahead tokens given instead of generated greedily (``lookahead_tokens`` of them)."""
+    model = _eager_model(draft)
+    ids = context + query
+    ids = ids + (forced if forced is not None else _greedy(model, ids, lookahead_tokens))
+    with torch.no_grad():
         attentions = model(torch.tensor([ids]), output_attentions=True).attentions
     n = len(context)
     per_layer = []
@@ -96,8 +111,28 @@ def test_long_input_is_scored_in_windows_without_truncation() -> None:
     # every window's scores are normalised to its length: uniform attention scores 1.0 on average
     for a, b in plan_windows(700, room):
         assert abs(float(raw.scores[a:b].mean()) - 1.0) < 0.6
-    # each window sees the query: its forward count includes the query block once per window
-    assert raw.forwarded == 700 + raw.windows * 10 + raw.lookahead_tokens
+    # each window sees the query and the shared lookahead tokens: forwarded once per window
+    assert raw.forwarded == 700 + raw.windows * (10 + raw.lookahead_tokens)
+
+
+@pytest.mark.parametrize("per_window", [False, True])
+def test_windows_share_the_lookahead_of_the_latest_window(per_window: bool) -> None:
+    """The last window decodes the lookahead; earlier ones append the same tokens in one forward
+    (or, with ``lookahead_per_window``, decode their own).  Each matches the eager reference."""
+    draft = tiny_draft("llama", max_pos=128)
+    context, query = _ids(300, 13), _ids(10, 14)
+    cfg = ScoringConfig(lookahead=3, pool_kernel=1, lookahead_per_window=per_window)
+    raw = DraftScorer(draft, cfg).score(context, query)
+    windows = plan_windows(300, 128 - 10 - 3)
+    assert raw.windows == len(windows) == 3
+    (a0, b0), (a1, b1) = windows[0], windows[-1]
+    latest = _greedy(_eager_model(draft), context[a1:b1] + query, 3)
+    np.testing.assert_allclose(raw.scores[a1:b1], _eager_reference(draft, context[a1:b1], query, 3, cfg),
+                               atol=1e-5, rtol=1e-4)
+    forced = None if per_window else latest
+    np.testing.assert_allclose(raw.scores[a0:b0], _eager_reference(draft, context[a0:b0], query, 3, cfg, forced),
+                               atol=1e-5, rtol=1e-4)
+    assert raw.lookahead_tokens == (3 * len(windows) if per_window else 3)
 
 
 def test_explicit_window_tokens_override() -> None:
