@@ -110,6 +110,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)  # 1 by default: a shared 2-core machine makes 2 threads erratic
     draft = load_draft(DraftConfig(model=args.draft, dtype=args.draft_dtype))
     config = CompressionConfig(keep_ratio=args.keep)
+    if args.window_tokens is not None:  # 0: one window as large as the draft's context
+        config = config.replace(scoring=config.scoring.replace(window_tokens=args.window_tokens or None))
     modes = {
         "no-cache": CacheConfig(kv_cache_bytes=0, score_cache_entries=0),
         "exact": CacheConfig(),
@@ -135,7 +137,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         row["context_tokens"] = sum(len(draft.tokenizer(s.text, add_special_tokens=False)["input_ids"]) for s in segs)
         per_step.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    return {"machine": {**machine_info(), "draft_dtype": str(draft.dtype)}, "args": vars(args), "steps": per_step,
+    return {"machine": {**machine_info(), "draft_dtype": str(draft.dtype),
+                        "window_tokens": config.scoring.window_tokens}, "args": vars(args), "steps": per_step,
             "summary": summarise(per_step)}
 
 
@@ -176,7 +179,8 @@ def markdown(result: dict[str, Any]) -> str:
     s, m = result["summary"], result["machine"]
     lines = [f"# Agent loop: {s['steps']} steps, final context {s['final_context_tokens']} draft tokens",
              "", f"Machine: {m['cpu']} ({m['logical_cpus']} threads), CUDA: {m['cuda']}; "
-             f"draft dtype {m.get('draft_dtype', 'torch.float32')}; torch {m['torch']}, "
+             f"draft dtype {m.get('draft_dtype', 'torch.float32')}, scoring windows of "
+             f"{m.get('window_tokens') or 'the draft context'} tokens; torch {m['torch']}, "
              f"transformers {m['transformers']}; {m['date']}", "",
              "| mode | draft tokens forwarded | / final context | compress seconds (sum) | evidence retention |",
              "|---|---|---|---|---|"]
@@ -209,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draft", default="embedded")
     parser.add_argument("--draft-dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="default: the library's choice for the device (bfloat16 on AMX CPUs)")
+    parser.add_argument("--window-tokens", type=int, default=None,
+                        help="ScoringConfig.window_tokens (default: the library's, 1024); 0 = the draft's context")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 0 = torch's default")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "agent_loop_cpu.json"))
     args = parser.parse_args(argv)

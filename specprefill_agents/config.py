@@ -87,9 +87,13 @@ class ScoringConfig(_ConfigMixin):
         False,
     )
     window_tokens: int | None = _help(
-        "Largest context window (draft tokens, query block included) scored at once; "
-        "None = the draft's max_position_embeddings. Longer inputs are scored in windows.",
-        None,
+        "Context tokens scored per window; each window is followed by the query block (and the "
+        "lookahead tokens), so evidence far back in a long context is judged as close to the "
+        "question as recent text. 1024 vs one draft-sized window (benchmarks/results): retention "
+        "0.84 vs 0.79 at keep 25% pooled over 120 instances of 2k-4k, equal at 10%; 0.58 vs 0.50 "
+        "at 10% on 8k; scoring 2x faster at 8k. None = as many as the draft's context holds. "
+        "Windows start at fixed multiples, so an agent's KV prefix cache still reuses them.",
+        1024,
     )
     prefill_chunk: int | None = _help(
         "Context tokens forwarded per step while filling the draft's KV cache; None = the whole "

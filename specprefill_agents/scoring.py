@@ -5,8 +5,10 @@ n x n attention is ever materialised.  Then the query block (an explicit query o
 the prompt's tail) and ``lookahead`` greedily generated tokens run on top of that
 cache; for those rows only, each layer's softmax over the context keys is computed
 in fp32 and folded into a (rows x context) buffer on the fly: max or mean over heads
-and layers, then mean or max over rows.  Inputs longer than the draft's window are
-scored in windows that each end with the query block.
+and layers, then mean or max over rows.  The context is scored in windows (1024 tokens by
+default, never more than the draft's context) that are each followed by the query block:
+every window is as close to the question as the latest one, which counters the draft's
+recency bias (retention +0.08 at keep 25% over one 8k window, benchmarks/results).
 """
 
 from __future__ import annotations
@@ -157,13 +159,15 @@ class DraftScorer:
         self._prefix = _bos_prefix(draft.tokenizer)
         self._eos = _eos_ids(draft)
 
-    @property
-    def max_window(self) -> int:
-        return int(self.config.window_tokens or self.draft.max_context)
-
     def query_limit(self) -> int:
         """Most query tokens a window can take while leaving room for context."""
-        return max(1, min(self.config.max_query_tokens, self.max_window // 4))
+        return max(1, min(self.config.max_query_tokens, self.draft.max_context // 4))
+
+    def window_room(self, query_tokens: int) -> int:
+        """Context tokens per window: ``window_tokens``, or fewer when the draft's context cannot
+        hold that many plus the BOS prefix, the query block and the lookahead tokens."""
+        fits = self.draft.max_context - len(self._prefix) - query_tokens - self.config.lookahead
+        return max(1, min(self.config.window_tokens or fits, fits))
 
     def score(self, context_ids: Sequence[int], query_ids: Sequence[int], *,
               split_points: Sequence[int] = (), kv_cache: KVPrefixCache | None = None) -> RawScores:
@@ -176,8 +180,7 @@ class DraftScorer:
         query = list(query_ids)[-self.query_limit():]
         if not query:
             raise ScoringError("the query block is empty: pass a query or a non-empty prompt")
-        room = self.max_window - len(self._prefix) - len(query) - self.config.lookahead
-        windows = plan_windows(len(context_ids), room)
+        windows = plan_windows(len(context_ids), self.window_room(len(query)))
         timings = {"prefill": 0.0, "query": 0.0, "lookahead": 0.0}
         parts: dict[int, np.ndarray] = {}
         forwarded = reused = looked = 0

@@ -135,6 +135,15 @@ def test_windows_share_the_lookahead_of_the_latest_window(per_window: bool) -> N
     assert raw.lookahead_tokens == (3 * len(windows) if per_window else 3)
 
 
+def test_default_windows_hold_1024_context_tokens_whatever_the_query_length() -> None:
+    draft = tiny_draft("llama", max_pos=2048)
+    scorer = DraftScorer(draft, ScoringConfig(lookahead=0))
+    assert scorer.window_room(300) == 1024 and scorer.window_room(10) == 1024
+    assert DraftScorer(draft, ScoringConfig(window_tokens=None, lookahead=0)).window_room(300) == 2048 - 300
+    raw = scorer.score(_ids(2100, 15), _ids(300, 16))
+    assert raw.windows == 3 and raw.scores.shape == (2100,)
+
+
 def test_explicit_window_tokens_override() -> None:
     draft = tiny_draft("llama")
     raw = DraftScorer(draft, ScoringConfig(window_tokens=64, lookahead=0)).score(_ids(100, 11), _ids(8, 12))
