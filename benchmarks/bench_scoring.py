@@ -298,7 +298,9 @@ def markdown(result: dict[str, Any]) -> str:
              f"{m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
              f"transformers {m['transformers']}, {m['date']}; load avg at start {m['load_avg_start'][0]:.1f} "
              f"(shared machine). Medians of {result['args']['repeats']} interleaved repeats; query block "
-             f"{result['query_tokens']} tokens; context = stdlib source.", ""]
+             f"{result['query_tokens']} tokens; context = stdlib source. Draft dtype "
+             f"{result.get('draft_dtype', 'torch.float32')}, scoring windows of "
+             f"{result.get('window_tokens') or 'the draft context'} context tokens.", ""]
     lines += speed_table(result.get("speed", []))
     lines += memory_table(result.get("memory"))
     return "\n".join(lines) + "\n"
@@ -399,7 +401,10 @@ def main(argv: list[str] | None = None) -> None:
     draft = load_bench_draft(args.draft)
     n_max = max(args.lengths + args.memory_lengths)
     ids, query = bench_inputs(draft, n_max)
-    result.update(draft=draft.name, query_tokens=len(query), text_modules=list(TEXT_MODULES))
+    from specprefill_agents.config import ScoringConfig
+
+    result.update(draft=draft.name, draft_dtype=str(draft.dtype), window_tokens=ScoringConfig().window_tokens,
+                  query_tokens=len(query), text_modules=list(TEXT_MODULES))
     if not args.skip_speed:
         log("speed (interleaved A/B/C) ...")
         result["speed"] = run_speed(draft, ids, query, args)
