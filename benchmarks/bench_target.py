@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch
 
 from benchmarks.bench_retention import build_methods, log, segments_of
-from benchmarks.bench_scoring import machine_info
+from benchmarks.bench_scoring import device_sync, machine_info
 from benchmarks.models import load_target
 from benchmarks.tasks import FAMILIES, TaskInstance, make_suite
 from benchmarks.baselines import Ours
@@ -77,9 +77,11 @@ def prefill(model: Any, ids: list[int]) -> tuple[Any, Any, float]:
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
+    device_sync()
     t0 = time.perf_counter()
     out = model(input_ids=torch.tensor([ids], device=model.device), past_key_values=cache, use_cache=True,
                 logits_to_keep=1)
+    device_sync()
     return out.logits[0, -1], cache, time.perf_counter() - t0
 
 
