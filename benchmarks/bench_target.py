@@ -90,7 +90,7 @@ def answer(target: Any, ids: list[int], max_new_tokens: int) -> tuple[str, float
     """Greedy answer and the prefill seconds (time to first token)."""
     model, tok = target.model, target.tokenizer
     logits, cache, ttft = prefill(model, ids)
-    eos = _stop_ids(model, tok)
+    eos = target.stop_token_ids
     out: list[int] = []
     for _ in range(max_new_tokens):
         token = int(torch.argmax(logits))
@@ -100,14 +100,6 @@ def answer(target: Any, ids: list[int], max_new_tokens: int) -> tuple[str, float
         logits = model(input_ids=torch.tensor([[token]], device=model.device), past_key_values=cache,
                        use_cache=True, logits_to_keep=1).logits[0, -1]
     return tok.decode(out, skip_special_tokens=True), ttft
-
-
-def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids = {tokenizer.eos_token_id}
-    for source in (model.generation_config, model.config):
-        value = getattr(source, "eos_token_id", None)
-        ids.update(value if isinstance(value, (list, tuple)) else [value])
-    return {int(i) for i in ids if i is not None}
 
 
 # --------------------------------------------------------------------------- runs

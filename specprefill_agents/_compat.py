@@ -17,6 +17,7 @@ __all__ = [
     "ATTN_IMPL",
     "active_capture",
     "cpu_has_native_bf16",
+    "has_sliding_layer",
     "capture_attention",
     "install_scoring_attention",
     "new_kv_cache",
@@ -176,6 +177,11 @@ def _growable_layer_class() -> Any:
 
         _GROWABLE = GrowableLayer
     return _GROWABLE
+
+
+def has_sliding_layer(cache: Any) -> bool:
+    """Whether any layer of a dynamic cache keeps only a sliding window of tokens."""
+    return any(getattr(layer, "is_sliding", False) for layer in cache.layers)
 
 
 def snapshot_kv(cache: Any, length: int | None = None) -> tuple[tuple[tuple[Any, Any, int], ...], bool]:

@@ -72,6 +72,21 @@ class DraftModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def stop_token_ids(self) -> set[int]:
+        """Token ids that end generation: the generation config's, the model config's and the
+        tokenizer's EOS (models list one or several)."""
+        ids: set[int] = set()
+        for source in (getattr(self.model, "generation_config", None), self.model.config):
+            value = getattr(source, "eos_token_id", None)
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(int(v) for v in value)
+        if getattr(self.tokenizer, "eos_token_id", None) is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        return ids
+
     @classmethod
     def from_loaded(cls, model: Any, tokenizer: Any, name: str | None = None) -> DraftModel:
         """Wrap an already-loaded model and tokenizer (no copy, no download)."""

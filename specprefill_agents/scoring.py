@@ -8,7 +8,8 @@ in fp32 and folded into a (rows x context) buffer on the fly: max or mean over h
 and layers, then mean or max over rows.  The context is scored in windows (1024 tokens by
 default, never more than the draft's context) that are each followed by the query block:
 every window is as close to the question as the latest one, which counters the draft's
-recency bias (retention +0.08 at keep 25% over one 8k window, benchmarks/results).
+recency bias and keeps attention cost linear in the context (against one 8k window: retention
+0.84 vs 0.79 at keep 25% pooled over 120 instances, scoring 2x faster at 8k; benchmarks/results).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._compat import capture_attention, install_scoring_attention, kv_nbytes, new_kv_cache, restore_kv, snapshot_kv
+from ._compat import (capture_attention, has_sliding_layer, install_scoring_attention, kv_nbytes, new_kv_cache,
+                      restore_kv, snapshot_kv)
 from .cache import KVEntry, KVPrefixCache, token_prefix_keys
 from .config import ScoringConfig
 from .draft import DraftModel
@@ -157,7 +159,7 @@ class DraftScorer:
         self.config = config or ScoringConfig()
         install_scoring_attention(draft.model)
         self._prefix = _bos_prefix(draft.tokenizer)
-        self._eos = _eos_ids(draft)
+        self._eos = draft.stop_token_ids
 
     def query_limit(self) -> int:
         """Most query tokens a window can take while leaving room for context."""
@@ -218,7 +220,7 @@ class DraftScorer:
         lengths = [len(self._prefix) + s for s in splits]
         t0 = time.perf_counter()
         cache, reused, keys = self._open_cache(ids, lengths, kv_cache, len(query) + self.config.lookahead)
-        fused = kv_cache is None or not _has_sliding_layer(cache)
+        fused = kv_cache is None or not has_sliding_layer(cache)
         tail = self._last_chunk_start(len(ids), reused) if fused else len(ids)
         self._prefill(ids[:tail], cache, device, reused)
         if not fused:
@@ -301,10 +303,6 @@ class DraftScorer:
         return generated
 
 
-def _has_sliding_layer(cache: Any) -> bool:
-    return any(getattr(layer, "is_sliding", False) for layer in cache.layers)
-
-
 def _bos_prefix(tokenizer: Any) -> list[int]:
     """The special tokens the tokenizer puts before text (BOS for Gemma/Llama-2), if any."""
     with_special = tokenizer("x", add_special_tokens=True)["input_ids"]
@@ -312,16 +310,3 @@ def _bos_prefix(tokenizer: Any) -> list[int]:
     if plain and len(with_special) > len(plain) and with_special[-len(plain):] == plain:
         return list(with_special[: len(with_special) - len(plain)])
     return []
-
-
-def _eos_ids(draft: DraftModel) -> set[int]:
-    ids: set[int] = set()
-    for source in (getattr(draft.model, "generation_config", None), draft.model.config):
-        value = getattr(source, "eos_token_id", None)
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, (list, tuple)):
-            ids.update(int(v) for v in value)
-    if getattr(draft.tokenizer, "eos_token_id", None) is not None:
-        ids.add(int(draft.tokenizer.eos_token_id))
-    return ids

@@ -361,3 +361,11 @@ def test_dir_with_gguf_file_uses_the_conversion(fake_gguf: Path, tmp_path: Path,
     assert load_draft(config).name.startswith(f"gguf:{fake_gguf.stem}@")
     with pytest.raises(DraftModelError, match="no such file or directory"):
         load_draft(config.replace(gguf_file="other.gguf"))
+
+
+def test_stop_token_ids_gather_every_eos() -> None:
+    draft = tiny_draft("llama")
+    draft.model.generation_config.eos_token_id = [3, 7]
+    draft.model.config.eos_token_id = 9
+    expected = {3, 7, 9} | ({draft.tokenizer.eos_token_id} if draft.tokenizer.eos_token_id is not None else set())
+    assert draft.stop_token_ids == expected

@@ -8,6 +8,7 @@ import pytest
 from langchain_core.caches import InMemoryCache
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 from pydantic import BaseModel, ValidationError
 
@@ -136,8 +137,22 @@ def test_bind_tools_when_the_inner_model_binds_a_copy(compressor, conversation) 
 
 
 def test_bind_tools_unsupported_inner_says_so(compressor) -> None:
+    # an inner model without tool support: its own NotImplementedError reaches the caller
     llm = SpecPrefillLLM(inner=GenericFakeChatModel(messages=iter(["x"])), compressor=compressor)
     with pytest.raises(NotImplementedError):
+        llm.bind_tools([read_file])
+
+
+class _UnbindableToolModel(GenericFakeChatModel):
+    """bind_tools returns a plain runnable, not a binding of a chat model."""
+
+    def bind_tools(self, tools, **kwargs):  # type: ignore[override]
+        return RunnableLambda(lambda x: x)
+
+
+def test_bind_tools_that_returns_no_binding_says_what_to_do(compressor) -> None:
+    llm = SpecPrefillLLM(inner=_UnbindableToolModel(messages=iter(["x"])), compressor=compressor)
+    with pytest.raises(NotImplementedError, match="Wrap the inner model after binding tools instead"):
         llm.bind_tools([read_file])
 
 
