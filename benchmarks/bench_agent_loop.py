@@ -112,6 +112,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = CompressionConfig(keep_ratio=args.keep)
     if args.window_tokens is not None:  # 0: one window as large as the draft's context
         config = config.replace(scoring=config.scoring.replace(window_tokens=args.window_tokens or None))
+    if args.window_query is not None:
+        config = config.replace(scoring=config.scoring.replace(window_query=args.window_query))
     modes = {
         "no-cache": CacheConfig(kv_cache_bytes=0, score_cache_entries=0),
         "exact": CacheConfig(),
@@ -138,11 +140,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         per_step.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     return {"machine": {**machine_info(), "draft_dtype": str(draft.dtype),
-                        "window_tokens": config.scoring.window_tokens}, "args": vars(args), "steps": per_step,
+                        "window_tokens": config.scoring.window_tokens, "window_query": config.scoring.window_query},
+            "args": vars(args), "steps": per_step,
             "summary": summarise(per_step)}
 
 
-PHASES = ("prefill", "query", "lookahead", "select")
+PHASES = ("prefill", "query", "lookahead", "score", "select")
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -180,7 +183,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# Agent loop: {s['steps']} steps, final context {s['final_context_tokens']} draft tokens",
              "", f"Machine: {m['cpu']} ({m['logical_cpus']} threads), CUDA: {m['cuda']}; "
              f"draft dtype {m.get('draft_dtype', 'torch.float32')}, scoring windows of "
-             f"{m.get('window_tokens') or 'the draft context'} tokens; torch {m['torch']}, "
+             f"{m.get('window_tokens') or 'the draft context'} tokens "
+             f"(window_query={m.get('window_query', 'forward')}); torch {m['torch']}, "
              f"transformers {m['transformers']}; {m['date']}", "",
              "| mode | draft tokens forwarded | / final context | compress seconds (sum) | evidence retention |",
              "|---|---|---|---|---|"]
@@ -189,8 +193,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {mode} | {r['draft_tokens_forwarded']} | {r['forwarded_over_final_context']} | "
                      f"{r['seconds']} | {r['evidence_retention']:.2f} |")
     lines += ["", "Where the time goes (seconds summed over the steps; `prefill` = KV restore + context forward, "
-              "`query` = the last new context tokens + query block in one forward, `lookahead` = greedy draft "
-              "tokens, one decode step each):", "", "| mode | " + " | ".join(PHASES) + " | lookahead tokens |",
+              "`query` = the last new context tokens + query block in one forward (and the earlier windows' "
+              "query blocks, batched), `lookahead` = greedy draft tokens, one decode step each, `score` = "
+              "the captured query rows' attention folded per window):", "",
+              "| mode | " + " | ".join(PHASES) + " | lookahead tokens |",
               "|---" * (len(PHASES) + 2) + "|"]
     for mode in ("no-cache", "exact", "approximate"):
         r = s[mode]
@@ -215,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="default: the library's choice for the device (bfloat16 on AMX CPUs)")
     parser.add_argument("--window-tokens", type=int, default=None,
                         help="ScoringConfig.window_tokens (default: the library's, 1024); 0 = the draft's context")
+    parser.add_argument("--window-query", default=None, choices=["forward", "shift"],
+                        help="ScoringConfig.window_query (default: the library's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 0 = torch's default")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "agent_loop_cpu.json"))
     args = parser.parse_args(argv)

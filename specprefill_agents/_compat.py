@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from contextvars import ContextVar
 from typing import Any, cast
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -23,6 +23,9 @@ __all__ = [
     "new_kv_cache",
     "snapshot_kv",
     "restore_kv",
+    "stack_kv",
+    "rope_frequencies",
+    "rope_shift",
 ]
 
 ATTN_IMPL = "specprefill_sdpa"
@@ -113,19 +116,20 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def new_kv_cache(model: Any, reserve: int = 0) -> Any:
+def new_kv_cache(model: Any, capacity: int = 0) -> Any:
     """An empty dynamic KV cache laid out for ``model`` (sliding-window layers included).
 
-    Full-attention layers append in place into spare room (``reserve`` tokens beyond what
-    they are first given) instead of re-concatenating the whole cache at every step, so
-    the query block and the lookahead tokens cost O(new tokens) of copying, not O(cache).
+    Full-attention layers allocate room for ``capacity`` tokens at once (more if their first
+    update is longer; doubling when outgrown) and append in place instead of re-concatenating
+    the whole cache at every step, so the query block and the lookahead tokens cost O(new
+    tokens) of copying, not O(cache).
     """
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
     for i, layer in enumerate(cache.layers):
         if type(layer).__name__ == "DynamicLayer":
-            cache.layers[i] = _growable_layer_class()(reserve)
+            cache.layers[i] = _growable_layer_class()(capacity)
     return cache
 
 
@@ -141,9 +145,9 @@ def _growable_layer_class() -> Any:
             """A DynamicLayer that writes new tokens into spare capacity (views out, never in place
             over tokens already handed out, so snapshots of ``keys[:n]`` stay valid)."""
 
-            def __init__(self, reserve: int) -> None:
+            def __init__(self, capacity: int) -> None:
                 super().__init__()
-                self._reserve, self._len = max(int(reserve), 0), 0
+                self._capacity, self._len = max(int(capacity), 0), 0
                 self._buf_k: torch.Tensor | None = None
                 self._buf_v: torch.Tensor | None = None
 
@@ -151,7 +155,7 @@ def _growable_layer_class() -> Any:
                 cap = 0 if self._buf_k is None else self._buf_k.shape[-2]
                 if needed <= cap:
                     return
-                size = needed + self._reserve
+                size = max(needed, self._capacity, 2 * cap)
                 k = like_k.new_empty((*like_k.shape[:-2], size, like_k.shape[-1]))
                 v = like_v.new_empty((*like_v.shape[:-2], size, like_v.shape[-1]))
                 if self._len and self._buf_k is not None and self._buf_v is not None:
@@ -174,6 +178,20 @@ def _growable_layer_class() -> Any:
 
             def get_seq_length(self) -> int:
                 return self._len
+
+            def put_row(self, row: int, batch: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+                """Copy a one-row ``keys`` / ``values`` into batch row ``row`` of ``batch`` (the first
+                call sizes the buffer; every row must have the same length)."""
+                n = keys.shape[-2]
+                if self._buf_k is None or self._buf_v is None:
+                    self.lazy_initialization(keys, values)
+                    size = max(n, self._capacity)
+                    self._buf_k = keys.new_empty((batch, *keys.shape[1:-2], size, keys.shape[-1]))
+                    self._buf_v = values.new_empty((batch, *values.shape[1:-2], size, values.shape[-1]))
+                    self._len = n
+                    self.keys, self.values = self._buf_k[..., :n, :], self._buf_v[..., :n, :]
+                self._buf_k[row, ..., :n, :] = keys[0]
+                self._buf_v[row, ..., :n, :] = values[0]
 
         _GROWABLE = GrowableLayer
     return _GROWABLE
@@ -213,7 +231,7 @@ def restore_kv(model: Any, layers: tuple[tuple[Any, Any, int], ...], length: int
     tokens); sliding-window layers can only be restored at the snapshot's own length (they no
     longer hold older tokens) and share its tensors until their next update re-slices them.
     """
-    cache = new_kv_cache(model, reserve)
+    cache = new_kv_cache(model, length + reserve)
     for layer, (keys, values, seen) in zip(cache.layers, layers):
         if getattr(layer, "is_sliding", False):
             if length != seen:
@@ -226,5 +244,101 @@ def restore_kv(model: Any, layers: tuple[tuple[Any, Any, int], ...], length: int
     return cache
 
 
+def stack_kv(model: Any, snapshots: Iterable[tuple[tuple[Any, Any, int], ...]], batch: int, length: int,
+             reserve: int = 0) -> Any:
+    """A fresh cache whose ``batch`` rows are ``snapshots`` (each ``length`` tokens long, as taken
+    by :func:`snapshot_kv`), with ``reserve`` spare tokens per full-attention layer.
+
+    The snapshots are copied, never touched, and consumed one at a time: a snapshot made on
+    the fly (a window just forwarded) can be freed before the next one is made.
+    """
+    cache = new_kv_cache(model, length + reserve)
+    sliding: dict[int, list[tuple[Any, Any]]] = {}
+    for row, snapshot in enumerate(snapshots):
+        for i, (layer, (keys, values, seen)) in enumerate(zip(cache.layers, snapshot)):
+            if getattr(layer, "is_sliding", False):
+                if seen != length:
+                    raise ValueError("a sliding-window layer can only resume at its full length")
+                sliding.setdefault(i, []).append((keys, values))
+            else:
+                layer.put_row(row, batch, keys[..., :length, :], values[..., :length, :])
+    for i, parts in sliding.items():
+        keys, values = torch.cat([k for k, _ in parts]), torch.cat([v for _, v in parts])
+        layer = cache.layers[i]
+        layer.lazy_initialization(keys, values)
+        layer.keys, layer.values = keys, values
+        layer.cumulative_length = length
+    return cache
+
+
 def kv_nbytes(layers: tuple[tuple[Any, Any, int], ...]) -> int:
     return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v, _ in layers)
+
+
+def rope_shift(query: torch.Tensor, delta: int, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Post-RoPE ``query`` (..., rows, head_dim) as if each row sat ``delta`` positions later.
+
+    RoPE rotates each (i, i + d/2) pair by position x frequency, so moving a query is one more
+    rotation (any attention scaling the model folds into cos/sin is already in ``query``).
+    Angles are computed in float64 on the CPU (``delta * freq`` reaches thousands of radians;
+    some devices have no float64).
+    """
+    angles = delta * inv_freq.detach().to(device="cpu", dtype=torch.float64)
+    cos = torch.cat((angles.cos(), angles.cos())).to(device=query.device, dtype=query.dtype)
+    sin = torch.cat((angles.sin(), angles.sin())).to(device=query.device, dtype=query.dtype)
+    half = query.shape[-1] // 2
+    rotated = torch.cat((-query[..., half:], query[..., :half]), dim=-1)
+    return query * cos + rotated * sin
+
+
+class _QueryProbe:
+    """Keeps each layer's (post-RoPE) query of the last position of a forward."""
+
+    def __init__(self) -> None:
+        self.queries: dict[int, torch.Tensor] = {}
+
+    def record(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, *args: Any) -> None:
+        self.queries[int(getattr(module, "layer_idx", 0))] = query[0, :, -1, :].float()
+
+
+def _probe_queries(model: Any, token_id: int, position: int) -> dict[int, torch.Tensor]:
+    probe = _QueryProbe()
+    device = next(model.parameters()).device
+    with torch.inference_mode(), capture_attention(probe):
+        model(input_ids=torch.tensor([[token_id]], device=device),
+              position_ids=torch.tensor([[position]], device=device), use_cache=False, logits_to_keep=1)
+    return probe.queries
+
+
+def rope_frequencies(model: Any, token_id: int, offsets: tuple[int, ...] = (1, 37, 1001),
+                     tolerance: float = 0.05) -> dict[int, torch.Tensor] | None:
+    """Per attention layer, the RoPE frequencies that :func:`rope_shift` must use to move its
+    queries, or None when some layer's queries do not move that way (no RoPE on a layer, an
+    interleaved or partial rotary, a layer type whose frequencies the model does not expose).
+
+    Checked, not assumed: one token at position 0 and at each offset (its hidden states do not
+    depend on where it sits, only the rotation does), against every ``inv_freq`` buffer of the
+    model (Gemma 3 has one per layer type).  The model must use the scoring attention.
+    """
+    candidates: list[torch.Tensor] = []
+    for name, buf in model.named_buffers():
+        if name.endswith("inv_freq") and not any(torch.equal(buf.float(), c) for c in candidates):
+            candidates.append(buf.detach().float())
+    if not candidates:
+        return None
+    base = _probe_queries(model, token_id, 0)
+    moved = {d: _probe_queries(model, token_id, d) for d in offsets}
+    found: dict[int, torch.Tensor] = {}
+    for layer, q0 in base.items():
+        for freq in candidates:
+            if 2 * freq.numel() == q0.shape[-1] and all(
+                    _relative_error(rope_shift(q0, d, freq), moved[d][layer]) < tolerance for d in offsets):
+                found[layer] = freq
+                break
+        else:
+            return None
+    return found or None
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))

@@ -18,6 +18,7 @@ __all__ = ["ScoringConfig", "CompressionConfig", "DraftConfig", "CacheConfig"]
 
 Aggregation = Literal["max", "mean"]
 UnitKind = Literal["auto", "word", "line", "sentence"]
+WindowQuery = Literal["forward", "shift"]
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
@@ -95,6 +96,23 @@ class ScoringConfig(_ConfigMixin):
         "Windows start at fixed multiples, so an agent's KV prefix cache still reuses them.",
         1024,
     )
+    window_batch: int = _help(
+        "Windows before the latest one run their query block in batches of this many (one "
+        "forward per batch instead of one per window: fewer passes over the weights); the "
+        "scorer holds that many windows' KV at once, plus the one being forwarded.",
+        4,
+    )
+    window_query: WindowQuery = _help(
+        "How windows before the latest one get their query rows: 'forward' = the query block (and "
+        "the lookahead tokens) runs again after each window; 'shift' = it runs once, after the "
+        "latest window, and its per-layer query states are moved by RoPE to sit right after each "
+        "earlier window, whose keys alone are then needed (an unchanged window in an agent loop "
+        "costs no forward). Drafts whose queries RoPE cannot move (probed) use 'forward'. Measured "
+        "(benchmarks/results): 'shift' keeps less evidence (0.72 / 0.38 vs 0.82 / 0.50 at keep "
+        "25% / 10%, 96 instances) and makes a 20-step agent loop's exact reuse 5.1x instead of "
+        "4.3x cheaper than no cache (fp32 CPU).",
+        "forward",
+    )
     prefill_chunk: int | None = _help(
         "Context tokens forwarded per step while filling the draft's KV cache; None = the whole "
         "window in one forward (fastest: SDPA keeps its causal kernel). Memory grows linearly "
@@ -111,12 +129,14 @@ class ScoringConfig(_ConfigMixin):
         _check_int("max_query_tokens", self.max_query_tokens, 1)
         _check_int("skip_layers", self.skip_layers, 0)
         _check_int("pool_kernel", self.pool_kernel, 1)
+        _check_int("window_batch", self.window_batch, 1)
         if self.prefill_chunk is not None:
             _check_int("prefill_chunk", self.prefill_chunk, 16)
         if self.pool_kernel % 2 == 0:
             raise ConfigError(f"pool_kernel must be odd, got {self.pool_kernel}")
         for name in ("layer_agg", "head_agg", "query_agg"):
             _check_choice(name, getattr(self, name), ("max", "mean"))
+        _check_choice("window_query", self.window_query, ("forward", "shift"))
         if self.window_tokens is not None:
             _check_int("window_tokens", self.window_tokens, 32)
         if not isinstance(self.lookahead_per_window, bool):

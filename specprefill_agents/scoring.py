@@ -1,15 +1,16 @@
 """Token importance from the draft model's attention (SpecPrefill / SpecPC).
 
-The context runs through the draft with SDPA and a KV cache, in chunks, so no
-n x n attention is ever materialised.  Then the query block (an explicit query or
-the prompt's tail) and ``lookahead`` greedily generated tokens run on top of that
-cache; for those rows only, each layer's softmax over the context keys is computed
-in fp32 and folded into a (rows x context) buffer on the fly: max or mean over heads
-and layers, then mean or max over rows.  The context is scored in windows (1024 tokens by
-default, never more than the draft's context) that are each followed by the query block:
-every window is as close to the question as the latest one, which counters the draft's
-recency bias and keeps attention cost linear in the context (against one 8k window: retention
-0.84 vs 0.79 at keep 25% pooled over 120 instances, scoring 2x faster at 8k; benchmarks/results).
+The context runs through the draft with SDPA and a KV cache, so no n x n attention is ever
+materialised.  Then the query block (an explicit query or the prompt's tail) and ``lookahead``
+greedily generated tokens run on top of that cache; their query rows are collected and, per
+layer, their fp32 softmax over the context keys is folded (``attention_capture``).  The context
+is scored in windows (1024 tokens by default, never more than the draft's context) that are
+each followed by the query block: every window is as close to the question as the latest one,
+which counters the draft's recency bias and keeps attention cost linear in the context (against
+one 8k window: retention 0.84 vs 0.79 at keep 25% pooled over 120 instances, scoring 2x faster
+at 8k; benchmarks/results).  The latest window decodes the lookahead; the earlier ones, all
+full, run the query block and those tokens batched (``window_batch`` per forward), or, with
+``window_query="shift"``, reuse the latest window's query rows moved by RoPE (no forward).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from ._compat import (capture_attention, has_sliding_layer, install_scoring_attention, kv_nbytes, new_kv_cache,
-                      restore_kv, snapshot_kv)
+                      restore_kv, rope_frequencies, rope_shift, snapshot_kv, stack_kv)
+from .attention_capture import BatchCapture, Capture
 from .cache import KVEntry, KVPrefixCache, token_prefix_keys
 from .config import ScoringConfig
 from .draft import DraftModel
@@ -34,7 +36,7 @@ __all__ = ["DraftScorer", "RawScores", "smooth_scores", "plan_windows"]
 
 logger = logging.getLogger(__name__)
 
-_ROW_CHUNK = 64  # query rows scored at once: bounds the (heads x rows x context) temporary
+_UNPROBED = object()
 
 
 @dataclass(frozen=True)
@@ -47,78 +49,6 @@ class RawScores:
     windows: int
     lookahead_tokens: int
     timings: dict[str, float] = field(default_factory=dict)
-
-
-class _Capture:
-    """Folds each layer's query-row attention onto the context keys into one buffer."""
-
-    def __init__(self, ctx_start: int, ctx_len: int, max_rows: int, config: ScoringConfig,
-                 device: torch.device) -> None:
-        self.ctx_start, self.ctx_len, self.config = ctx_start, ctx_len, config
-        self.acc = torch.zeros(max_rows, ctx_len, dtype=torch.float32, device=device)
-        self.layers: set[int] = set()
-        self.row = 0  # first buffer row of the forward about to run
-        self.pending_rows = 0  # query rows at the end of that forward (earlier ones are context)
-        self.total = 0  # sequence length once that forward has run
-
-    def begin(self, rows: int, total_positions: int) -> None:
-        self.pending_rows, self.total = rows, total_positions
-
-    def advance(self) -> None:
-        self.row += self.pending_rows
-
-    def record(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
-               scaling: float | None, sliding_window: int | None, softcap: float | None) -> None:
-        layer = int(getattr(module, "layer_idx", 0))
-        if layer < self.config.skip_layers:
-            return
-        key_start = self.total - key.shape[-2]  # absolute position of key[..., 0, :]
-        lo, hi = max(self.ctx_start, key_start), self.ctx_start + self.ctx_len
-        if hi <= lo:
-            return
-        self.layers.add(layer)
-        keys = key[0, :, lo - key_start:hi - key_start, :].float()  # (kv_heads, m, d)
-        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        query = query[:, :, query.shape[2] - self.pending_rows:, :]  # earlier rows: context in the same forward
-        q_len = query.shape[2]
-        for r0 in range(0, q_len, _ROW_CHUNK):
-            q = query[0, :, r0:r0 + _ROW_CHUNK, :].float()  # (heads, r, d)
-            pos = torch.arange(self.total - q_len + r0, self.total - q_len + r0 + q.shape[1],
-                               device=q.device)
-            weights = self._layer_weights(q, keys, scale, softcap, sliding_window, pos, lo)
-            self._fold(weights, self.row + r0, lo - self.ctx_start)
-
-    def _layer_weights(self, q: torch.Tensor, keys: torch.Tensor, scale: float, softcap: float | None,
-                       sliding_window: int | None, pos: torch.Tensor, lo: int) -> torch.Tensor:
-        heads, rows, dim = q.shape
-        kv_heads = keys.shape[0]
-        grouped = q.reshape(kv_heads, (heads // kv_heads) * rows, dim)  # GQA without repeating keys
-        logits = torch.matmul(grouped, keys.transpose(-1, -2)).mul_(scale)
-        logits = logits.reshape(heads, rows, keys.shape[1])
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        if sliding_window:
-            key_pos = torch.arange(lo, lo + keys.shape[1], device=q.device)
-            hidden = key_pos[None, :] <= (pos[:, None] - sliding_window)
-            logits = logits.masked_fill(hidden[None], float("-inf"))
-        weights = torch.softmax(logits, dim=-1).nan_to_num_(0.0)  # rows that see no context: 0
-        return weights.amax(0) if self.config.head_agg == "max" else weights.mean(0)
-
-    def _fold(self, weights: torch.Tensor, row: int, col: int) -> None:
-        target = self.acc[row:row + weights.shape[0], col:col + weights.shape[1]]
-        if self.config.layer_agg == "max":
-            torch.maximum(target, weights, out=target)
-        else:
-            target.add_(weights)
-
-    def finish(self) -> np.ndarray:
-        rows = self.acc[: self.row]
-        if rows.shape[0] == 0 or not self.layers:
-            return np.zeros(self.ctx_len, dtype=np.float32)
-        if self.config.layer_agg == "mean":
-            rows = rows / len(self.layers)
-        agg = rows.mean(0) if self.config.query_agg == "mean" else rows.amax(0)
-        return (agg * self.ctx_len).cpu().numpy().astype(np.float32)
 
 
 def plan_windows(n_context: int, room: int) -> list[tuple[int, int]]:
@@ -151,6 +81,23 @@ def smooth_scores(scores: np.ndarray, kernel: int, boundaries: Sequence[int] = (
     return out
 
 
+@dataclass
+class _Tally:
+    """What one :meth:`DraftScorer.score` call cost, added up over its windows."""
+
+    forwarded: int = 0
+    reused: int = 0
+    lookahead: int = 0
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"prefill": 0.0, "query": 0.0, "lookahead": 0.0, "score": 0.0})
+
+    def count(self, prompt_tokens: int, reused: int, block: int) -> None:
+        """A window of ``prompt_tokens`` (BOS prefix + context), ``reused`` of them from the KV
+        cache, followed by ``block`` forwarded query / lookahead tokens."""
+        self.forwarded += prompt_tokens - reused + block
+        self.reused += reused
+
+
 class DraftScorer:
     """Scores context tokens with one draft model. Thread-safe: no per-call state on self."""
 
@@ -160,6 +107,8 @@ class DraftScorer:
         install_scoring_attention(draft.model)
         self._prefix = _bos_prefix(draft.tokenizer)
         self._eos = draft.stop_token_ids
+        self._rope_freqs: object = _UNPROBED
+        self._no_logits = torch.zeros(0, dtype=torch.long, device=draft.device)  # logits_to_keep: none
 
     def query_limit(self) -> int:
         """Most query tokens a window can take while leaving room for context."""
@@ -183,32 +132,126 @@ class DraftScorer:
         if not query:
             raise ScoringError("the query block is empty: pass a query or a non-empty prompt")
         windows = plan_windows(len(context_ids), self.window_room(len(query)))
-        timings = {"prefill": 0.0, "query": 0.0, "lookahead": 0.0}
-        parts: dict[int, np.ndarray] = {}
-        forwarded = reused = looked = 0
-        shared: list[int] | None = None
-        for i in reversed(range(len(windows))):  # the latest context first: it generates the lookahead
-            a, b = windows[i]
-            splits = sorted({p - a for p in split_points if a < p < b} | {b - a})
-            parts[i], n_reused, tokens = self._score_window(
-                list(context_ids[a:b]), query, splits, kv_cache, timings, shared)
-            looked += len(tokens) if shared is None else 0
-            if not self.config.lookahead_per_window:
-                shared = tokens
-            forwarded += len(self._prefix) + (b - a) - n_reused + len(query) + len(tokens)
-            reused += n_reused
-        scores = np.concatenate([parts[i] for i in range(len(windows))]) if parts else np.zeros(0, np.float32)
-        return RawScores(scores, forwarded, reused, len(windows), looked, timings)
+        tally = _Tally()
+        spans = [(list(context_ids[a:b]), sorted({p - a for p in split_points if a < p < b} | {b - a}))
+                 for a, b in windows]
+        parts = self._score_spans(spans, query, kv_cache, tally) if spans else [np.zeros(0, np.float32)]
+        return RawScores(np.concatenate(parts), tally.forwarded, tally.reused, len(windows), tally.lookahead,
+                         tally.timings)
+
+    def _score_spans(self, spans: list[tuple[list[int], list[int]]], query: list[int],
+                     kv_cache: KVPrefixCache | None, tally: _Tally) -> list[np.ndarray]:
+        """Scores of each window's context, given as (context, split points) spans.
+
+        The latest window goes first: it generates the lookahead tokens.  Earlier windows (all
+        full) then get the query block per ``window_query``: moved by RoPE ("shift"), or run after
+        them: their own decode steps (``lookahead_per_window``) or batched with the shared tokens.
+        """
+        latest_scores, latest, tokens = self._score_window(*spans[-1], query, kv_cache, tally)
+        earlier = spans[:-1]
+        if not earlier:
+            return [latest_scores]
+        if self.config.window_query == "shift" and self._rope() is not None:
+            moved = latest.queries()
+            scores = [self._score_window_shifted(*span, kv_cache, tally, latest, moved, len(spans[-1][0]))
+                      for span in earlier]
+        elif self.config.lookahead_per_window:
+            scores = [self._score_window(*span, query, kv_cache, tally)[0] for span in earlier]
+        else:
+            step = self.config.window_batch
+            scores = [s for start in range(0, len(earlier), step)
+                      for s in self._score_windows_batched(earlier[start:start + step], query + tokens, kv_cache,
+                                                           tally)]
+        return [*scores, latest_scores]
+
+    def _rope(self) -> dict[int, torch.Tensor] | None:
+        """The draft's per-layer RoPE frequencies if its queries can be moved (probed once)."""
+        if self._rope_freqs is _UNPROBED:
+            token = (self.draft.tokenizer("the", add_special_tokens=False)["input_ids"] or [0])[0]
+            install_scoring_attention(self.draft.model)
+            self._rope_freqs = rope_frequencies(self.draft.model, token)
+            if self._rope_freqs is None:
+                logger.info("draft %s: queries cannot be moved by RoPE; every window forwards its own "
+                            "query block", self.draft.name)
+        return self._rope_freqs  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _score_window(self, context: list[int], query: list[int], splits: list[int],
-                      kv_cache: KVPrefixCache | None, timings: dict[str, float],
-                      lookahead: list[int] | None = None) -> tuple[np.ndarray, int, list[int]]:
-        """One window: restore or run the context, then the query block and lookahead with capture.
+    def _score_window_shifted(self, context: list[int], splits: list[int], kv_cache: KVPrefixCache | None,
+                              tally: _Tally, latest: Capture, queries: dict[int, torch.Tensor],
+                              latest_len: int) -> np.ndarray:
+        """An earlier window scored with the latest window's query rows (``queries``, per layer), moved
+        by RoPE to sit right after this window's context: only this window's keys are needed (from
+        the prefix cache when it has them, so an unchanged window costs no forward at all)."""
+        ids = self._prefix + context
+        t0 = time.perf_counter()
+        layers, reused = self._window_kv(ids, [len(self._prefix) + s for s in splits], kv_cache)
+        t1 = time.perf_counter()
+        freqs = cast(dict[int, torch.Tensor], self._rope_freqs)
+        capture = Capture(len(self._prefix), len(context), self.config, self.draft.device)
+        capture.settings = latest.settings
+        for layer, q in queries.items():
+            key = layers[layer][0][0][..., :len(ids), :]
+            capture.add(layer, rope_shift(q, len(context) - latest_len, freqs[layer]), key,
+                        len(ids) - key.shape[-2], len(ids), 0)
+        capture.row = latest.row  # as many rows as the latest window scored
+        scores = capture.finish()
+        tally.count(len(ids), reused, 0)
+        tally.timings["prefill"] += t1 - t0
+        tally.timings["score"] += time.perf_counter() - t1
+        return scores
 
-        ``lookahead``: tokens another window generated; they join the query block in the same
-        forward (no decode steps).  None: generate them here, greedily.  Returns the scores, the
-        tokens reused from the KV cache and the lookahead tokens used.
+    def _window_kv(self, ids: list[int], lengths: list[int],
+                   kv_cache: KVPrefixCache | None) -> tuple[tuple[tuple[Any, Any, int], ...], int]:
+        """The KV snapshot of ``ids`` (per layer: keys, values, tokens seen): the cached entry as is
+        when it covers all of them (no copy, no forward), else the cached prefix plus a forward of
+        the rest (then stored).  Also returns the tokens reused."""
+        if kv_cache is not None:
+            namespace = f"{self.draft.name}|{self.draft.dtype}|{self.draft.device}"
+            hit = kv_cache.lookup(token_prefix_keys(namespace, ids, lengths[-1:]), lengths[-1:])
+            if hit is not None and hit[1] == len(ids):
+                return hit[0].layers, len(ids)
+        cache, reused, keys = self._open_cache(ids, lengths, kv_cache, 0)
+        self._prefill(ids, cache, self.draft.device, reused)
+        self._store(cache, ids, lengths, keys, kv_cache, reused)
+        return snapshot_kv(cache, len(ids))[0], reused
+
+    @torch.inference_mode()
+    def _score_windows_batched(self, batch: list[tuple[list[int], list[int]]], block: list[int],
+                               kv_cache: KVPrefixCache | None, tally: _Tally) -> list[np.ndarray]:
+        """Full windows of equal length, (context, splits) each: their KV (cached or forwarded),
+        then ``block`` (the query and the shared lookahead tokens) after each, as one batch."""
+        t0 = time.perf_counter()
+
+        def snapshots() -> Any:  # one window's KV at a time: a forwarded window is freed once copied
+            for context, splits in batch:
+                layers, n = self._window_kv(self._prefix + context, [len(self._prefix) + s for s in splits],
+                                            kv_cache)
+                tally.count(len(self._prefix) + len(context), n, len(block))
+                yield layers
+
+        n_ids = len(self._prefix) + len(batch[0][0])
+        cache = stack_kv(self.draft.model, snapshots(), len(batch), n_ids, len(block))
+        t1 = time.perf_counter()
+        captures = [Capture(len(self._prefix), len(context), self.config, self.draft.device) for context, _ in batch]
+        group = BatchCapture(captures)
+        with capture_attention(group):
+            group.begin(len(block), n_ids + len(block))
+            self.draft.model(input_ids=torch.tensor([block] * len(batch), device=self.draft.device),
+                             past_key_values=cache, use_cache=True, logits_to_keep=self._no_logits)
+            group.advance()
+        t2 = time.perf_counter()
+        scores = [capture.finish() for capture in captures]
+        tally.timings["prefill"] += t1 - t0
+        tally.timings["query"] += t2 - t1
+        tally.timings["score"] += time.perf_counter() - t2
+        return scores
+
+    @torch.inference_mode()
+    def _score_window(self, context: list[int], splits: list[int], query: list[int],
+                      kv_cache: KVPrefixCache | None, tally: _Tally) -> tuple[np.ndarray, Capture, list[int]]:
+        """One window: restore or run the context, then the query block and the greedy lookahead
+        tokens with capture.  Returns the scores, the capture (whose query rows
+        :meth:`_score_window_shifted` reuses) and the lookahead tokens.
 
         The query block rides in the same forward as the last new context tokens (one pass
         fewer per call) unless the KV must be snapshotted at the context's end and a layer
@@ -226,25 +269,27 @@ class DraftScorer:
         if not fused:
             self._store(cache, ids, lengths, keys, kv_cache, reused)
         t1 = time.perf_counter()
-        capture = _Capture(len(self._prefix), len(context), len(query) + self.config.lookahead,
-                           self.config, device)
-        block = query + (lookahead or [])
+        capture = Capture(len(self._prefix), len(context), self.config, device)
         with capture_attention(capture):
-            logits = self._step(ids[tail:] + block, tail, capture, cache, device, rows=len(block))
+            logits = self._step(ids[tail:] + query, tail, capture, cache, device, rows=len(query),
+                                logits=self.config.lookahead > 0)
             t2 = time.perf_counter()
-            tokens = lookahead if lookahead is not None else self._lookahead(
-                logits, len(ids) + len(query), capture, cache, device)
+            tokens = self._lookahead(logits, len(ids) + len(query), capture, cache, device)
         t3 = time.perf_counter()
         if fused:
             self._store(cache, ids, lengths, keys, kv_cache, reused)
-        if context and not capture.layers:
+        if context and not capture.collected:
             impl = getattr(self.draft.model.config, "_attn_implementation", None)
             raise ScoringError(f"no attention layer reported to the scorer (attn_implementation={impl!r}); "
                                "the draft must dispatch attention through transformers' AttentionInterface")
-        timings["prefill"] += t1 - t0
-        timings["query"] += t2 - t1  # with the fused forward: the last new context tokens + the query block
-        timings["lookahead"] += t3 - t2
-        return capture.finish(), reused, tokens
+        tally.count(len(ids), reused, len(query) + len(tokens))
+        tally.lookahead += len(tokens)
+        tally.timings["prefill"] += t1 - t0
+        tally.timings["query"] += t2 - t1  # with the fused forward: the last new context tokens + the query block
+        tally.timings["lookahead"] += t3 - t2
+        scores = capture.finish()
+        tally.timings["score"] += time.perf_counter() - t3
+        return scores, capture, tokens
 
     def _open_cache(self, ids: list[int], lengths: list[int], kv_cache: KVPrefixCache | None,
                     extra: int) -> tuple[Any, int, list[str]]:
@@ -280,26 +325,29 @@ class DraftScorer:
         step = self.config.prefill_chunk or max(len(ids) - begin, 1)
         for start in range(begin, len(ids), step):
             chunk = torch.tensor([ids[start:start + step]], device=device)
-            self.draft.model(input_ids=chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self.draft.model(input_ids=chunk, past_key_values=cache, use_cache=True, logits_to_keep=self._no_logits)
 
-    def _step(self, ids: list[int], done: int, capture: _Capture, cache: Any,
-              device: torch.device, rows: int | None = None) -> torch.Tensor:
-        """Forward ``ids`` after ``done`` cached tokens; the last ``rows`` of them (default all) are scored."""
+    def _step(self, ids: list[int], done: int, capture: Capture, cache: Any, device: torch.device,
+              rows: int | None = None, logits: bool = True) -> torch.Tensor | None:
+        """Forward ``ids`` after ``done`` cached tokens; the last ``rows`` of them (default all) are
+        scored.  Returns the next-token logits (None with ``logits=False``: no vocab projection)."""
         capture.begin(len(ids) if rows is None else rows, done + len(ids))
         out = self.draft.model(input_ids=torch.tensor([ids], device=device), past_key_values=cache,
-                               use_cache=True, logits_to_keep=1)
+                               use_cache=True, logits_to_keep=1 if logits else self._no_logits)
         capture.advance()
-        return out.logits[0, -1]
+        return out.logits[0, -1] if logits else None
 
-    def _lookahead(self, logits: torch.Tensor, done: int, capture: _Capture, cache: Any,
+    def _lookahead(self, logits: torch.Tensor | None, done: int, capture: Capture, cache: Any,
                    device: torch.device) -> list[int]:
+        """Greedy tokens, each forwarded for its query rows (the last one without logits)."""
         generated: list[int] = []
-        for _ in range(self.config.lookahead):
+        while logits is not None and len(generated) < self.config.lookahead:
             token = int(torch.argmax(logits).item())
             if token in self._eos:
                 break
-            logits = self._step([token], done + len(generated), capture, cache, device)
             generated.append(token)
+            logits = self._step([token], done + len(generated) - 1, capture, cache, device,
+                                logits=len(generated) < self.config.lookahead)
         return generated
 
 

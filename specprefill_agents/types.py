@@ -92,6 +92,8 @@ class CompressionStats:
     score_cache_hits: int = 0
     windows: int = 0
     lookahead_tokens: int = 0
+    # seconds per phase: tokenize, prefill (KV restore / context forward), query (query-block
+    # forwards), lookahead (decode steps), score (attention folded), select, total; score_cache on a hit
     timings: dict[str, float] = field(default_factory=dict)
     failure: str | None = None  # set when compression failed and the input passed through
 

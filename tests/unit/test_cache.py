@@ -222,3 +222,23 @@ def test_restored_cache_is_not_mutated_by_later_steps() -> None:
     assert all(k.shape[-2] == v.shape[-2] == seen == first_entry.length for k, v, seen in first_entry.layers)
     for (k0, v0), (k1, v1, _) in zip(snapshot, first_entry.layers):
         assert torch.equal(k0, k1) and torch.equal(v0, v1)
+
+
+@pytest.mark.parametrize("window_query", ["forward", "shift"])
+def test_windowed_entries_are_not_mutated_by_later_steps(window_query: str) -> None:
+    """Earlier windows' entries are read by later calls (stacked into a batch, or read as keys
+    for moved queries), never written."""
+    from specprefill_agents.config import ScoringConfig
+
+    draft = tiny_draft("llama", max_pos=256)
+    config = CompressionConfig(scoring=ScoringConfig(window_query=window_query))
+    kv = KVPrefixCache(1 << 28)
+    comp = SpecPrefillCompressor(draft, config, cache=CacheConfig(score_cache_entries=0), kv_cache=kv)
+    comp.score_segments(_segments(4), "q")
+    before = {key: [(k.clone(), v.clone()) for k, v, _ in entry.layers] for key, entry in kv._entries.items()}
+    for n in (5, 6, 5):
+        assert comp.score_segments(_segments(n), f"q{n}").windows > 2
+    assert len(before) > 2
+    for key, layers in before.items():
+        for (k0, v0), (k1, v1, _) in zip(layers, kv._entries[key].layers):
+            assert torch.equal(k0, k1) and torch.equal(v0, v1)

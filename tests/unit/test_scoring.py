@@ -115,24 +115,28 @@ def test_long_input_is_scored_in_windows_without_truncation() -> None:
     assert raw.forwarded == 700 + raw.windows * (10 + raw.lookahead_tokens)
 
 
-@pytest.mark.parametrize("per_window", [False, True])
-def test_windows_share_the_lookahead_of_the_latest_window(per_window: bool) -> None:
-    """The last window decodes the lookahead; earlier ones append the same tokens in one forward
-    (or, with ``lookahead_per_window``, decode their own).  Each matches the eager reference."""
-    draft = tiny_draft("llama", max_pos=128)
-    context, query = _ids(300, 13), _ids(10, 14)
-    cfg = ScoringConfig(lookahead=3, pool_kernel=1, lookahead_per_window=per_window)
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize(("per_window", "batch"), [(False, 1), (False, 4), (True, 4)])
+def test_windows_share_the_lookahead_of_the_latest_window(arch: str, per_window: bool, batch: int) -> None:
+    """The last window decodes the lookahead; earlier ones append the same tokens to their query
+    block (batched ``window_batch`` windows per forward), or, with ``lookahead_per_window``,
+    decode their own.  Every window matches the eager reference (gemma3: sliding layers too)."""
+    draft = tiny_draft(arch, max_pos=128)
+    context, query = _ids(400, 13), _ids(10, 14)
+    cfg = ScoringConfig(lookahead=3, pool_kernel=1, lookahead_per_window=per_window, window_batch=batch)
     raw = DraftScorer(draft, cfg).score(context, query)
-    windows = plan_windows(300, 128 - 10 - 3)
-    assert raw.windows == len(windows) == 3
-    (a0, b0), (a1, b1) = windows[0], windows[-1]
+    windows = plan_windows(400, 128 - 10 - 3)
+    assert raw.windows == len(windows) == 4
+    a1, b1 = windows[-1]
     latest = _greedy(_eager_model(draft), context[a1:b1] + query, 3)
     np.testing.assert_allclose(raw.scores[a1:b1], _eager_reference(draft, context[a1:b1], query, 3, cfg),
                                atol=1e-5, rtol=1e-4)
-    forced = None if per_window else latest
-    np.testing.assert_allclose(raw.scores[a0:b0], _eager_reference(draft, context[a0:b0], query, 3, cfg, forced),
-                               atol=1e-5, rtol=1e-4)
+    for a0, b0 in windows[:-1]:
+        forced = None if per_window else latest
+        ref = _eager_reference(draft, context[a0:b0], query, 3, cfg, forced)
+        np.testing.assert_allclose(raw.scores[a0:b0], ref, atol=1e-5, rtol=1e-4)
     assert raw.lookahead_tokens == (3 * len(windows) if per_window else 3)
+    assert raw.forwarded == 400 + len(windows) * (10 + 3)
 
 
 def test_default_windows_hold_1024_context_tokens_whatever_the_query_length() -> None:
@@ -197,7 +201,8 @@ def test_plan_windows_cover_everything_in_order() -> None:
 
 
 @pytest.mark.parametrize("bad", [dict(pool_kernel=4), dict(lookahead=-1), dict(layer_agg="sum"),
-                                 dict(window_tokens=8), dict(query_window=0), dict(prefill_chunk=1)])
+                                 dict(window_tokens=8), dict(query_window=0), dict(prefill_chunk=1),
+                                 dict(window_batch=0), dict(window_query="rotate")])
 def test_invalid_scoring_config(bad: dict) -> None:
     with pytest.raises(ConfigError):
         ScoringConfig(**bad)
