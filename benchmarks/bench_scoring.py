@@ -4,7 +4,7 @@ One process, one draft model, real text (the installed Python standard library's
 
     A  model(input_ids, logits_to_keep=1) on context + query, plain SDPA, inference_mode
     B  DraftScorer(draft, ScoringConfig(lookahead=0)).score(context, query)
-    C  DraftScorer(draft, ScoringConfig(lookahead=8)).score(context, query)   (the default)
+    C  DraftScorer(draft, ScoringConfig()).score(context, query)   (the default: 4 lookahead tokens)
 
 A, B and C are interleaved within each repeat (the order flips every repeat) and the median
 is reported, with B/A and C/A, the scorer's own phase timings (prefill / query / lookahead),
@@ -47,9 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np
 import torch
 
+from specprefill_agents.config import ScoringConfig
+
 TEXT_MODULES = ("argparse", "textwrap", "dataclasses", "functools", "inspect")
 QUESTION = "Which function parses the command line and reports errors?"
 CHILD_TAG = "BENCH_CHILD_RESULT "
+DEFAULT_LOOKAHEAD = ScoringConfig().lookahead
 
 
 # --------------------------------------------------------------------------- inputs
@@ -133,7 +136,7 @@ def timed(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 def speed_variants(draft: Any, chunks: list[int]) -> dict[str, Callable[..., dict[str, Any]]]:
     variants = {"A": plain_forward(draft), "B": scorer_call(draft, lookahead=0),
-                "C": scorer_call(draft, lookahead=8)}
+                "C": scorer_call(draft, lookahead=DEFAULT_LOOKAHEAD)}
     for chunk in chunks:
         variants[f"B@chunk={chunk}"] = scorer_call(draft, lookahead=0, prefill_chunk=chunk)
     return variants
@@ -206,7 +209,7 @@ def memory_child(mode: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         fn = plain_forward(draft)
     else:
         chunk = int(mode.split("=", 1)[1]) if "=" in mode else None  # None: the library default
-        fn = scorer_call(draft, lookahead=8, **({} if chunk is None else {"prefill_chunk": chunk}))
+        fn = scorer_call(draft, lookahead=DEFAULT_LOOKAHEAD, **({} if chunk is None else {"prefill_chunk": chunk}))
     fn(ids[:64], query)  # warm-up at a tiny length: one-off allocations are not per-token memory
     gc.collect()
     before = proc_status_kib()
@@ -317,7 +320,8 @@ def speed_table(speed: list[dict[str, Any]]) -> list[str]:
     if not speed:
         return []
     extra = [k for k in speed[0]["median"] if k.startswith("B@")]
-    head = ("| n | A plain (s) | B L=0 (s) | **B/A** | B/A cpu | B prefill | B query | C L=8 (s) | C/A "
+    head = (f"| n | A plain (s) | B L=0 (s) | **B/A** | B/A cpu | B prefill | B query | C L={DEFAULT_LOOKAHEAD} (s) "
+            "| C/A "
             "| C lookahead (s, tokens) |" + "".join(f" {k} (s) | {k}/A |" for k in extra))
     lines = ["## Speed: scoring vs one plain forward of the same tokens", "", head,
              "|" + "---|" * (head.count("|") - 1)]

@@ -59,9 +59,11 @@ class ScoringConfig(_ConfigMixin):
     """How the draft model turns attention into per-token importance."""
 
     lookahead: int = _help(
-        "Greedy draft tokens generated after the query; their queries join the scoring rows "
-        "(SpecPrefill: little gain past 16). 0 disables lookahead.",
-        8,
+        "Greedy draft tokens generated after the query; their queries join the scoring rows. "
+        "0 disables lookahead (two-hop retention drops). 4 vs 8 (benchmarks/results/"
+        "retention_ablation5_cpu.md): retention 0.82 / 0.49 vs 0.81 / 0.48 at keep 25% / 10% on "
+        "192 held-out instances, never worse on a family, 11% less scoring time.",
+        4,
     )
     query_window: int = _help(
         "When no explicit query is given, the last N draft tokens of the prompt act as the query.", 64
@@ -109,8 +111,8 @@ class ScoringConfig(_ConfigMixin):
         "earlier window, whose keys alone are then needed (an unchanged window in an agent loop "
         "costs no forward). Drafts whose queries RoPE cannot move (probed) use 'forward'. Measured "
         "(benchmarks/results): 'shift' keeps less evidence (0.72 / 0.38 vs 0.82 / 0.50 at keep "
-        "25% / 10%, 96 instances) and makes a 20-step agent loop's exact reuse 5.1x instead of "
-        "4.3x cheaper than no cache (fp32 CPU).",
+        "25% / 10%, 96 instances) and makes a 20-step agent loop's exact reuse 6.0x instead of "
+        "5.0x cheaper than no cache (fp32 CPU).",
         "forward",
     )
     prefill_chunk: int | None = _help(

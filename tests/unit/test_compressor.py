@@ -178,7 +178,7 @@ def test_config_is_frozen_and_serialisable() -> None:
     cfg = CompressionConfig()
     with pytest.raises(AttributeError):
         cfg.keep_ratio = 0.5  # type: ignore[misc]
-    assert json.loads(cfg.to_json())["scoring"]["lookahead"] == 8
+    assert json.loads(cfg.to_json())["scoring"]["lookahead"] == 4
     assert cfg.replace(keep_ratio=0.5).keep_ratio == 0.5 and cfg.keep_ratio == 0.25
 
 
