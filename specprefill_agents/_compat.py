@@ -231,26 +231,18 @@ def restore_kv(model: Any, layers: tuple[tuple[Any, Any, int], ...], length: int
     tokens); sliding-window layers can only be restored at the snapshot's own length (they no
     longer hold older tokens) and share its tensors until their next update re-slices them.
     """
-    cache = new_kv_cache(model, length + reserve)
-    for layer, (keys, values, seen) in zip(cache.layers, layers):
-        if getattr(layer, "is_sliding", False):
-            if length != seen:
-                raise ValueError("a sliding-window layer can only resume at its full length")
-            layer.lazy_initialization(keys, values)
-            layer.keys, layer.values = keys, values
-            layer.cumulative_length = seen
-        else:
-            layer.update(keys[:, :, :length, :], values[:, :, :length, :])
-    return cache
+    return stack_kv(model, [layers], 1, length, reserve)
 
 
 def stack_kv(model: Any, snapshots: Iterable[tuple[tuple[Any, Any, int], ...]], batch: int, length: int,
              reserve: int = 0) -> Any:
-    """A fresh cache whose ``batch`` rows are ``snapshots`` (each ``length`` tokens long, as taken
-    by :func:`snapshot_kv`), with ``reserve`` spare tokens per full-attention layer.
+    """A fresh cache whose ``batch`` rows are ``snapshots`` cut to their first ``length`` tokens
+    (as taken by :func:`snapshot_kv`), with ``reserve`` spare tokens per full-attention layer.
 
-    The snapshots are copied, never touched, and consumed one at a time: a snapshot made on
-    the fly (a window just forwarded) can be freed before the next one is made.
+    The snapshots are never touched.  Full-attention layers copy them, one at a time: a
+    snapshot made on the fly (a window just forwarded) can be freed before the next one is
+    made.  Sliding-window layers resume only at a snapshot's full length; a single row shares
+    its tensors until the next update re-slices them.
     """
     cache = new_kv_cache(model, length + reserve)
     sliding: dict[int, list[tuple[Any, Any]]] = {}
@@ -263,7 +255,8 @@ def stack_kv(model: Any, snapshots: Iterable[tuple[tuple[Any, Any, int], ...]], 
             else:
                 layer.put_row(row, batch, keys[..., :length, :], values[..., :length, :])
     for i, parts in sliding.items():
-        keys, values = torch.cat([k for k, _ in parts]), torch.cat([v for _, v in parts])
+        keys, values = parts[0] if len(parts) == 1 else (torch.cat([k for k, _ in parts]),
+                                                         torch.cat([v for _, v in parts]))
         layer = cache.layers[i]
         layer.lazy_initialization(keys, values)
         layer.keys, layer.values = keys, values

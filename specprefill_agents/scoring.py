@@ -109,6 +109,7 @@ class DraftScorer:
         self._eos = draft.stop_token_ids
         self._rope_freqs: object = _UNPROBED
         self._no_logits = torch.zeros(0, dtype=torch.long, device=draft.device)  # logits_to_keep: none
+        self._kv_namespace = f"{draft.name}|{draft.dtype}|{draft.device}"  # KV depends on these, not the config
 
     def query_limit(self) -> int:
         """Most query tokens a window can take while leaving room for context."""
@@ -205,12 +206,10 @@ class DraftScorer:
         """The KV snapshot of ``ids`` (per layer: keys, values, tokens seen): the cached entry as is
         when it covers all of them (no copy, no forward), else the cached prefix plus a forward of
         the rest (then stored).  Also returns the tokens reused."""
-        if kv_cache is not None:
-            namespace = f"{self.draft.name}|{self.draft.dtype}|{self.draft.device}"
-            hit = kv_cache.lookup(token_prefix_keys(namespace, ids, lengths[-1:]), lengths[-1:])
-            if hit is not None and hit[1] == len(ids):
-                return hit[0].layers, len(ids)
-        cache, reused, keys = self._open_cache(ids, lengths, kv_cache, 0)
+        entry, reused, keys = self._lookup(ids, lengths, kv_cache)
+        if entry is not None and reused == len(ids):
+            return entry.layers, reused
+        cache = self._resume(entry, reused, len(ids))
         self._prefill(ids, cache, self.draft.device, reused)
         self._store(cache, ids, lengths, keys, kv_cache, reused)
         return snapshot_kv(cache, len(ids))[0], reused
@@ -291,19 +290,28 @@ class DraftScorer:
         tally.timings["score"] += time.perf_counter() - t3
         return scores, capture, tokens
 
+    def _lookup(self, ids: list[int], lengths: list[int],
+                kv_cache: KVPrefixCache | None) -> tuple[KVEntry | None, int, list[str]]:
+        """The cached entry covering the longest prefix of ``ids`` ending at one of ``lengths``
+        (None), the tokens it covers and the prefix keys of ``ids`` (for storing it later)."""
+        if kv_cache is None:
+            return None, 0, []
+        keys = token_prefix_keys(self._kv_namespace, ids, lengths)
+        hit = kv_cache.lookup(keys, lengths)
+        return (None, 0, keys) if hit is None else (hit[0], hit[1], keys)
+
     def _open_cache(self, ids: list[int], lengths: list[int], kv_cache: KVPrefixCache | None,
                     extra: int) -> tuple[Any, int, list[str]]:
         """A KV cache holding the longest cached prefix of ``ids`` (or nothing), sized once for
         the rest of ``ids`` plus ``extra`` tokens (query block and lookahead)."""
-        if kv_cache is None:
-            return new_kv_cache(self.draft.model, len(ids) + extra), 0, []
-        namespace = f"{self.draft.name}|{self.draft.dtype}|{self.draft.device}"
-        keys = token_prefix_keys(namespace, ids, lengths)
-        hit = kv_cache.lookup(keys, lengths)
-        if hit is None:
-            return new_kv_cache(self.draft.model, len(ids) + extra), 0, keys
-        entry, start = hit
-        return restore_kv(self.draft.model, entry.layers, start, len(ids) - start + extra), start, keys
+        entry, start, keys = self._lookup(ids, lengths, kv_cache)
+        return self._resume(entry, start, len(ids) + extra), start, keys
+
+    def _resume(self, entry: KVEntry | None, start: int, capacity: int) -> Any:
+        """A fresh cache for ``capacity`` tokens holding the first ``start`` tokens of ``entry``."""
+        if entry is None:
+            return new_kv_cache(self.draft.model, capacity)
+        return restore_kv(self.draft.model, entry.layers, start, capacity - start)
 
     @staticmethod
     def _store(cache: Any, ids: list[int], lengths: list[int], keys: list[str], kv_cache: KVPrefixCache | None,
