@@ -192,9 +192,12 @@ def markdown(result: dict[str, Any]) -> str:
         r = s[mode]
         lines.append(f"| {mode} | {r['draft_tokens_forwarded']} | {r['forwarded_over_final_context']} | "
                      f"{r['seconds']} | {r['evidence_retention']:.2f} |")
+    query = ("the query block, once over all windows side by side (while the context fits one window: in one "
+             "forward with its last new tokens)" if m.get("window_query") == "parallel" else
+             "the last new context tokens + query block in one forward (and the earlier windows' query blocks, "
+             "batched)")
     lines += ["", "Where the time goes (seconds summed over the steps; `prefill` = KV restore + context forward, "
-              "`query` = the last new context tokens + query block in one forward (and the earlier windows' "
-              "query blocks, batched), `lookahead` = greedy draft tokens, one decode step each, `score` = "
+              f"`query` = {query}, `lookahead` = greedy draft tokens, one decode step each, `score` = "
               "the captured query rows' attention folded per window):", "",
               "| mode | " + " | ".join(PHASES) + " | lookahead tokens |",
               "|---" * (len(PHASES) + 2) + "|"]
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="default: the library's choice for the device (bfloat16 on AMX CPUs)")
     parser.add_argument("--window-tokens", type=int, default=None,
                         help="ScoringConfig.window_tokens (default: the library's, 1024); 0 = the draft's context")
-    parser.add_argument("--window-query", default=None, choices=["forward", "shift"],
+    parser.add_argument("--window-query", default=None, choices=["parallel", "forward", "shift"],
                         help="ScoringConfig.window_query (default: the library's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 0 = torch's default")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "agent_loop_cpu.json"))

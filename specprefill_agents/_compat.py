@@ -24,6 +24,8 @@ __all__ = [
     "snapshot_kv",
     "restore_kv",
     "stack_kv",
+    "cut_kv",
+    "attend_with_segments",
     "rope_frequencies",
     "rope_shift",
 ]
@@ -72,7 +74,69 @@ def _scoring_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.
     if capture is not None:
         capture.record(module, query, key, kwargs.get("scaling"), kwargs.get("sliding_window"),
                        kwargs.get("softcap"))
+        segments = getattr(capture, "segments", None)
+        if segments is not None:
+            return attend_with_segments(query, key, value, attention_mask,
+                                        segments(int(getattr(module, "layer_idx", 0))), capture.positions(query),
+                                        kwargs.get("scaling"), kwargs.get("sliding_window"), kwargs.get("softcap"))
     return _sdpa_forward()(module, query, key, value, attention_mask, **kwargs)
+
+
+_ROWS_AT_ONCE = 64  # query rows per block of logits: bounds the (heads x rows x keys) temporaries
+
+
+def attend_with_segments(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                         attention_mask: torch.Tensor | None, segments: list[tuple[torch.Tensor, torch.Tensor, int]],
+                         positions: torch.Tensor, scaling: float | None, sliding_window: int | None,
+                         softcap: float | None) -> tuple[torch.Tensor, None]:
+    """Attention of ``query`` (1, heads, q, d) over key/value ``segments`` that live outside the
+    layer's cache, as (keys, values, position of their first key) with keys (1, kv_heads, n, d),
+    plus the layer's own ``key`` / ``value`` under ``attention_mask`` (the model's causal mask
+    for them: bool, additive, or None for plain causal).  ``positions`` (q,) are the rows' RoPE
+    positions; a sliding layer hides segment keys ``sliding_window`` or more positions back.
+    One softmax over all keys, in fp32 (the products in the KV's dtype); returns (1, q, heads, d)
+    like the SDPA integration.
+    """
+    _, heads, q, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    scale = scaling if scaling is not None else dim ** -0.5
+    own = key.shape[-2]
+    if attention_mask is None:  # causal: row i sees own keys up to its own position
+        slots = torch.arange(own, device=query.device)
+        allowed = slots[None, :] <= slots[own - q:, None]
+    elif attention_mask.dtype == torch.bool:
+        allowed = attention_mask[0, 0, :, -own:]
+    else:
+        allowed = attention_mask[0, 0, :, -own:] > torch.finfo(attention_mask.dtype).min / 2
+    parts = [(k[0], v[0], start) for k, v, start in segments] + [(key[0], value[0], None)]
+    dtype = key.dtype  # products in the KV's dtype (as SDPA's math), softmax in fp32: no KV copy per step
+    out = torch.empty(q, heads, dim, dtype=torch.float32, device=query.device)
+    for r0 in range(0, q, _ROWS_AT_ONCE):
+        r1 = min(r0 + _ROWS_AT_ONCE, q)
+        rows = query[0, :, r0:r1, :].to(dtype).reshape(kv_heads, group * (r1 - r0), dim)
+        logits = []
+        for keys, _, start in parts:
+            part = torch.matmul(rows, keys.transpose(-1, -2)).float().mul_(scale).reshape(heads, r1 - r0, -1)
+            if softcap:
+                part = torch.tanh(part / softcap) * softcap
+            if start is None:
+                part = part.masked_fill(~allowed[r0:r1][None], float("-inf"))
+            elif sliding_window:
+                key_pos = torch.arange(start, start + keys.shape[-2], device=query.device)
+                hidden = key_pos[None, :] <= (positions[r0:r1, None] - sliding_window)
+                part = part.masked_fill(hidden[None], float("-inf"))
+            logits.append(part)
+        weights = torch.softmax(torch.cat(logits, dim=-1), dim=-1).nan_to_num_(0.0)
+        acc = torch.zeros(kv_heads, group * (r1 - r0), dim, dtype=torch.float32, device=query.device)
+        at = 0
+        for (_, values, _), part in zip(parts, logits):
+            n = part.shape[-1]
+            w = weights[..., at:at + n].reshape(kv_heads, group * (r1 - r0), n).to(dtype)
+            acc.add_(torch.matmul(w, values).float())
+            at += n
+        out[r0:r1] = acc.reshape(heads, r1 - r0, dim).transpose(0, 1)
+    return out.to(query.dtype)[None], None
 
 
 def _register() -> None:
@@ -222,6 +286,17 @@ def snapshot_kv(cache: Any, length: int | None = None) -> tuple[tuple[tuple[Any,
         else:
             layers.append((layer.keys[..., :length, :], layer.values[..., :length, :], length))
     return tuple(layers), sliding
+
+
+def cut_kv(layers: tuple[tuple[Any, Any, int], ...], length: int) -> tuple[tuple[Any, Any, int], ...]:
+    """A snapshot's first ``length`` tokens, as views (a prefix cache entry may hold a longer
+    context than the prefix that was looked up).  Sliding-window layers cannot be cut."""
+    out = []
+    for keys, values, seen in layers:
+        if seen != length and (length > seen or keys.shape[-2] != seen):
+            raise ValueError(f"cannot cut a layer holding {keys.shape[-2]} of {seen} tokens to {length}")
+        out.append((keys, values, seen) if seen == length else (keys[..., :length, :], values[..., :length, :], length))
+    return tuple(out)
 
 
 def restore_kv(model: Any, layers: tuple[tuple[Any, Any, int], ...], length: int, reserve: int = 0) -> Any:

@@ -4,20 +4,23 @@ The scoring attention (``_compat``) hands every layer's post-RoPE queries and ke
 active capture.  :class:`Capture` keeps the query rows of one window; :meth:`Capture.finish`
 computes, per layer, the fp32 softmax of those rows over the context keys only and folds it:
 max or mean over heads and layers, then over rows.  :class:`BatchCapture` splits a batched
-forward (several windows at once) into one capture per window.
+forward (several windows at once) into one capture per window.  :class:`ParallelCapture` runs
+one query block after several windows side by side: the windows' KV stays where it is (the
+attention reads it as extra segments, ``_compat.attend_with_segments``) and each window keeps
+its own capture.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from .config import ScoringConfig
 
-__all__ = ["Capture", "BatchCapture"]
+__all__ = ["Capture", "BatchCapture", "ParallelCapture"]
 
 _ROW_CHUNK = 64  # query rows scored at once: bounds the (heads x rows x context) temporary
 
@@ -159,3 +162,50 @@ class BatchCapture:
                scaling: float | None, sliding_window: int | None, softcap: float | None) -> None:
         for b, capture in enumerate(self.captures):
             capture.record(module, query[b:b + 1], key[b:b + 1], scaling, sliding_window, softcap)
+
+
+class ParallelCapture:
+    """One query block after several windows at once ("parallel context windows"): every window's
+    tokens sit at their own positions from 0, and the block sits after all of them, at a
+    position past the longest one, so each window is as close to the question as the others.
+
+    The windows' KV snapshots (per layer: keys, values, tokens seen; cached entries or fresh
+    forwards) are never copied: the scoring attention reads them as segments beside the
+    block's own cache.  Each window has its own :class:`Capture` (softmax over that window's
+    context keys only), fed with the block's query rows.
+    """
+
+    def __init__(self, windows: list[tuple[tuple[tuple[Any, Any, int], ...], Capture]]) -> None:
+        self.windows = windows
+        self.total = 0
+
+    def begin(self, rows: int, total_positions: int) -> None:
+        self.total = total_positions
+        for _, capture in self.windows:
+            capture.begin(rows, total_positions)
+
+    def advance(self) -> None:
+        for _, capture in self.windows:
+            capture.advance()
+
+    def positions(self, query: torch.Tensor) -> torch.Tensor:
+        """Positions of the rows of ``query`` (the tokens of the forward that is running)."""
+        return torch.arange(self.total - query.shape[2], self.total, device=query.device)
+
+    def segments(self, layer: int) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+        """Each window's keys and values at ``layer`` and the position of their first key (a
+        sliding layer holds only the window's tail)."""
+        return [(keys, values, seen - keys.shape[-2]) for (keys, values, seen) in
+                (layers[layer] for layers, _ in self.windows)]
+
+    def record(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+               scaling: float | None, sliding_window: int | None, softcap: float | None) -> None:
+        layer = int(getattr(module, "layer_idx", 0))
+        for layers, capture in self.windows:
+            if layer < capture.config.skip_layers:
+                return
+            keys, _, seen = layers[layer]
+            rows = query[0, :, query.shape[2] - capture.pending_rows:, :]
+            capture.settings[layer] = (scaling if scaling is not None else query.shape[-1] ** -0.5,
+                                       sliding_window, softcap)
+            capture.add(layer, rows, keys[0], seen - keys.shape[-2], self.total - rows.shape[1], capture.row)

@@ -4,13 +4,16 @@ The context runs through the draft with SDPA and a KV cache, so no n x n attenti
 materialised.  Then the query block (an explicit query or the prompt's tail) and ``lookahead``
 greedily generated tokens run on top of that cache; their query rows are collected and, per
 layer, their fp32 softmax over the context keys is folded (``attention_capture``).  The context
-is scored in windows (1024 tokens by default, never more than the draft's context) that are
-each followed by the query block: every window is as close to the question as the latest one,
-which counters the draft's recency bias and keeps attention cost linear in the context (against
-one 8k window: retention 0.84 vs 0.79 at keep 25% pooled over 120 instances, scoring 2x faster
-at 8k; benchmarks/results).  The latest window decodes the lookahead; the earlier ones, all
-full, run the query block and those tokens batched (``window_batch`` per forward), or, with
-``window_query="shift"``, reuse the latest window's query rows moved by RoPE (no forward).
+is scored in windows (1024 tokens by default, never more than the draft's context) whose KV is
+computed independently, each from position 0: attention cost stays linear in the context, and
+every window is as close to the question as the latest one, which counters the draft's recency
+bias (against one 8k window: retention 0.84 vs 0.79 at keep 25% pooled over 120 instances,
+scoring 2x faster at 8k; benchmarks/results).  By default (``window_query="parallel"``) one
+query block reads all the windows side by side (parallel context windows, up to the draft's
+context per group) and each window's scores are its own softmax: in an agent loop an unchanged
+window costs no forward at all.  ``"forward"`` runs the query block after each window instead
+(the earlier, full ones batched ``window_batch`` per forward); ``"shift"`` reuses the latest
+window's query rows moved by RoPE.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from ._compat import (capture_attention, has_sliding_layer, install_scoring_attention, kv_nbytes, new_kv_cache,
+from ._compat import (capture_attention, cut_kv, has_sliding_layer, install_scoring_attention, kv_nbytes, new_kv_cache,
                       restore_kv, rope_frequencies, rope_shift, snapshot_kv, stack_kv)
-from .attention_capture import BatchCapture, Capture
+from .attention_capture import BatchCapture, Capture, ParallelCapture
 from .cache import KVEntry, KVPrefixCache, token_prefix_keys
 from .config import ScoringConfig
 from .draft import DraftModel
@@ -144,10 +147,13 @@ class DraftScorer:
                      kv_cache: KVPrefixCache | None, tally: _Tally) -> list[np.ndarray]:
         """Scores of each window's context, given as (context, split points) spans.
 
-        The latest window goes first: it generates the lookahead tokens.  Earlier windows (all
+        Several windows under ``window_query="parallel"``: :meth:`_score_parallel`.  Otherwise
+        the latest window goes first: it generates the lookahead tokens.  Earlier windows (all
         full) then get the query block per ``window_query``: moved by RoPE ("shift"), or run after
         them: their own decode steps (``lookahead_per_window``) or batched with the shared tokens.
         """
+        if len(spans) > 1 and self.config.window_query == "parallel":
+            return self._score_parallel(spans, query, kv_cache, tally)
         latest_scores, latest, tokens = self._score_window(*spans[-1], query, kv_cache, tally)
         earlier = spans[:-1]
         if not earlier:
@@ -164,6 +170,62 @@ class DraftScorer:
                       for s in self._score_windows_batched(earlier[start:start + step], query + tokens, kv_cache,
                                                            tally)]
         return [*scores, latest_scores]
+
+    def _score_parallel(self, spans: list[tuple[list[int], list[int]]], query: list[int],
+                        kv_cache: KVPrefixCache | None, tally: _Tally) -> list[np.ndarray]:
+        """Windows side by side under one query block per group (``window_query="parallel"``).
+
+        A group holds as many windows as the draft's context takes with the block (at most
+        ``parallel_windows``); groups are counted from the latest window back.  The latest group
+        decodes the lookahead tokens; earlier ones (only past the draft's context) append them
+        to their block, no decode.
+        """
+        room = len(spans[0][0])
+        fits = (self.draft.max_context - len(query) - self.config.lookahead) // (len(self._prefix) + room)
+        per_group = max(1, min(fits, self.config.parallel_windows or fits))
+        ends = range(len(spans), 0, -per_group)
+        scores, tokens = self._score_group(spans[max(0, ends[0] - per_group):ends[0]], query, room, kv_cache, tally,
+                                           decode=True)
+        for end in ends[1:]:
+            scores = self._score_group(spans[max(0, end - per_group):end], query + tokens, room, kv_cache, tally,
+                                       decode=False)[0] + scores
+        return scores
+
+    @torch.inference_mode()
+    def _score_group(self, group: list[tuple[list[int], list[int]]], block: list[int], room: int,
+                     kv_cache: KVPrefixCache | None, tally: _Tally, decode: bool) -> tuple[list[np.ndarray], list[int]]:
+        """One group of windows: each window's KV (cached as is, or forwarded and stored), then
+        ``block`` (and, with ``decode``, the greedy lookahead) at positions past a full window,
+        attending to every window at once."""
+        device = self.draft.device
+        install_scoring_attention(self.draft.model)
+        pre = len(self._prefix)
+        t0 = time.perf_counter()
+        windows = []
+        for context, splits in group:
+            layers, reused = self._window_kv(self._prefix + context, [pre + s for s in splits], kv_cache)
+            tally.count(pre + len(context), reused, 0)
+            windows.append((layers, Capture(pre, len(context), self.config, device)))
+        t1 = time.perf_counter()
+        parallel = ParallelCapture(windows)
+        lookahead = self.config.lookahead if decode else 0
+        cache = new_kv_cache(self.draft.model, len(block) + lookahead)
+        with capture_attention(parallel):
+            logits = self._step(block, 0, parallel, cache, device, logits=lookahead > 0, position=pre + room)
+            t2 = time.perf_counter()
+            tokens = self._lookahead(logits, len(block), parallel, cache, device, position=pre + room)
+        t3 = time.perf_counter()
+        if any(not capture.collected for _, capture in windows):
+            raise ScoringError("no attention layer reported to the scorer: the draft must dispatch attention "
+                               "through transformers' AttentionInterface")
+        tally.count(0, 0, len(block) + len(tokens))
+        tally.lookahead += len(tokens)
+        scores = [capture.finish() for _, capture in windows]
+        tally.timings["prefill"] += t1 - t0
+        tally.timings["query"] += t2 - t1
+        tally.timings["lookahead"] += t3 - t2
+        tally.timings["score"] += time.perf_counter() - t3
+        return scores, tokens
 
     def _rope(self) -> dict[int, torch.Tensor] | None:
         """The draft's per-layer RoPE frequencies if its queries can be moved (probed once)."""
@@ -191,7 +253,7 @@ class DraftScorer:
         capture = Capture(len(self._prefix), len(context), self.config, self.draft.device)
         capture.settings = latest.settings
         for layer, q in queries.items():
-            key = layers[layer][0][0][..., :len(ids), :]
+            key = layers[layer][0][0]
             capture.add(layer, rope_shift(q, len(context) - latest_len, freqs[layer]), key,
                         len(ids) - key.shape[-2], len(ids), 0)
         capture.row = latest.row  # as many rows as the latest window scored
@@ -203,12 +265,13 @@ class DraftScorer:
 
     def _window_kv(self, ids: list[int], lengths: list[int],
                    kv_cache: KVPrefixCache | None) -> tuple[tuple[tuple[Any, Any, int], ...], int]:
-        """The KV snapshot of ``ids`` (per layer: keys, values, tokens seen): the cached entry as is
-        when it covers all of them (no copy, no forward), else the cached prefix plus a forward of
-        the rest (then stored).  Also returns the tokens reused."""
+        """The KV snapshot of ``ids`` (per layer: keys, values, tokens seen): views of the cached
+        entry when it covers all of them (no copy, no forward; the entry may hold a longer
+        context), else the cached prefix plus a forward of the rest (then stored).  Also returns
+        the tokens reused."""
         entry, reused, keys = self._lookup(ids, lengths, kv_cache)
         if entry is not None and reused == len(ids):
-            return entry.layers, reused
+            return cut_kv(entry.layers, reused), reused
         cache = self._resume(entry, reused, len(ids))
         self._prefill(ids, cache, self.draft.device, reused)
         self._store(cache, ids, lengths, keys, kv_cache, reused)
@@ -335,18 +398,23 @@ class DraftScorer:
             chunk = torch.tensor([ids[start:start + step]], device=device)
             self.draft.model(input_ids=chunk, past_key_values=cache, use_cache=True, logits_to_keep=self._no_logits)
 
-    def _step(self, ids: list[int], done: int, capture: Capture, cache: Any, device: torch.device,
-              rows: int | None = None, logits: bool = True) -> torch.Tensor | None:
+    def _step(self, ids: list[int], done: int, capture: Capture | ParallelCapture, cache: Any,
+              device: torch.device, rows: int | None = None, logits: bool = True,
+              position: int | None = None) -> torch.Tensor | None:
         """Forward ``ids`` after ``done`` cached tokens; the last ``rows`` of them (default all) are
-        scored.  Returns the next-token logits (None with ``logits=False``: no vocab projection)."""
-        capture.begin(len(ids) if rows is None else rows, done + len(ids))
+        scored.  Returns the next-token logits (None with ``logits=False``: no vocab projection).
+        ``position``: where the cache's first token sits (default: its slot, 0)."""
+        start = done + (position or 0)
+        capture.begin(len(ids) if rows is None else rows, start + len(ids))
+        positions = None if position is None else torch.arange(start, start + len(ids), device=device)[None]
         out = self.draft.model(input_ids=torch.tensor([ids], device=device), past_key_values=cache,
-                               use_cache=True, logits_to_keep=1 if logits else self._no_logits)
+                               position_ids=positions, use_cache=True,
+                               logits_to_keep=1 if logits else self._no_logits)
         capture.advance()
         return out.logits[0, -1] if logits else None
 
-    def _lookahead(self, logits: torch.Tensor | None, done: int, capture: Capture, cache: Any,
-                   device: torch.device) -> list[int]:
+    def _lookahead(self, logits: torch.Tensor | None, done: int, capture: Capture | ParallelCapture, cache: Any,
+                   device: torch.device, position: int | None = None) -> list[int]:
         """Greedy tokens, each forwarded for its query rows (the last one without logits)."""
         generated: list[int] = []
         while logits is not None and len(generated) < self.config.lookahead:
@@ -355,7 +423,7 @@ class DraftScorer:
                 break
             generated.append(token)
             logits = self._step([token], done + len(generated) - 1, capture, cache, device,
-                                logits=len(generated) < self.config.lookahead)
+                                logits=len(generated) < self.config.lookahead, position=position)
         return generated
 
 

@@ -118,12 +118,14 @@ def test_long_input_is_scored_in_windows_without_truncation() -> None:
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize(("per_window", "batch"), [(False, 1), (False, 4), (True, 4)])
 def test_windows_share_the_lookahead_of_the_latest_window(arch: str, per_window: bool, batch: int) -> None:
-    """The last window decodes the lookahead; earlier ones append the same tokens to their query
-    block (batched ``window_batch`` windows per forward), or, with ``lookahead_per_window``,
-    decode their own.  Every window matches the eager reference (gemma3: sliding layers too)."""
+    """``window_query="forward"``: the last window decodes the lookahead; earlier ones append the
+    same tokens to their query block (batched ``window_batch`` windows per forward), or, with
+    ``lookahead_per_window``, decode their own.  Every window matches the eager reference
+    (gemma3: sliding layers too)."""
     draft = tiny_draft(arch, max_pos=128)
     context, query = _ids(400, 13), _ids(10, 14)
-    cfg = ScoringConfig(lookahead=3, pool_kernel=1, lookahead_per_window=per_window, window_batch=batch)
+    cfg = ScoringConfig(lookahead=3, pool_kernel=1, lookahead_per_window=per_window, window_batch=batch,
+                        window_query="forward")
     raw = DraftScorer(draft, cfg).score(context, query)
     windows = plan_windows(400, 128 - 10 - 3)
     assert raw.windows == len(windows) == 4

@@ -62,7 +62,7 @@ def test_a_draft_whose_queries_do_not_rotate_is_not_shifted() -> None:
         assert rope_frequencies(draft.model, 5) is None
         context, query = _ids(300, 2), _ids(10, 3)
         shift = DraftScorer(draft, ScoringConfig(lookahead=2, window_query="shift")).score(context, query)
-        forward = DraftScorer(draft, ScoringConfig(lookahead=2)).score(context, query)
+        forward = DraftScorer(draft, ScoringConfig(lookahead=2, window_query="forward")).score(context, query)
     finally:
         rotary.forward = original
     np.testing.assert_array_equal(shift.scores, forward.scores)
