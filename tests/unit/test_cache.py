@@ -242,3 +242,19 @@ def test_windowed_entries_are_not_mutated_by_later_steps(window_query: str) -> N
     for key, layers in before.items():
         for (k0, v0), (k1, v1, _) in zip(layers, kv._entries[key].layers):
             assert torch.equal(k0, k1) and torch.equal(v0, v1)
+
+
+def test_a_prefix_served_by_a_longer_entry_is_cut_to_the_prefix() -> None:
+    """An entry stored for a longer context also answers for its shorter split points; the KV
+    handed back for such a hit holds exactly the prefix, never the entry's later tokens."""
+    from specprefill_agents.scoring import DraftScorer
+
+    scorer = DraftScorer(tiny_draft("llama"))
+    kv = KVPrefixCache(1 << 26)
+    ids = list(range(3, 83))
+    full, _ = scorer._window_kv(ids, [30, 80], kv)  # forwarded and stored, split at 30
+    part, reused = scorer._window_kv(ids[:30], [30], kv)
+    assert reused == 30 and len(kv) == 1
+    for (k, v, seen), (fk, fv, _) in zip(part, full):
+        assert seen == 30 and k.shape[-2] == v.shape[-2] == 30
+        assert torch.equal(k, fk[..., :30, :]) and torch.equal(v, fv[..., :30, :])

@@ -204,7 +204,8 @@ def test_plan_windows_cover_everything_in_order() -> None:
 
 @pytest.mark.parametrize("bad", [dict(pool_kernel=4), dict(lookahead=-1), dict(layer_agg="sum"),
                                  dict(window_tokens=8), dict(query_window=0), dict(prefill_chunk=1),
-                                 dict(window_batch=0), dict(window_query="rotate")])
+                                 dict(window_batch=0), dict(window_query="rotate"),
+                                 dict(parallel_windows=0)])
 def test_invalid_scoring_config(bad: dict) -> None:
     with pytest.raises(ConfigError):
         ScoringConfig(**bad)

@@ -174,3 +174,16 @@ def test_cached_windows_give_the_same_scores_and_are_never_written(arch: str) ->
     for key, layers in before.items():
         for (k0, v0), (k1, v1, _) in zip(layers, kv._entries[key].layers):
             assert torch.equal(k0, k1) and torch.equal(v0, v1)
+
+
+def test_parallel_windows_caps_how_many_windows_one_query_block_reads() -> None:
+    draft = tiny_draft("llama")
+    context, query = _ids(200, 27), _ids(10, 28)
+    scorer = DraftScorer(draft, ScoringConfig(lookahead=2, window_tokens=40, parallel_windows=2))
+    capped = scorer.score(context, query)
+    whole = DraftScorer(draft, ScoringConfig(lookahead=2, window_tokens=40)).score(context, query)
+    pre = len(scorer._prefix)
+    assert capped.windows == whole.windows == 5
+    assert whole.forwarded == 200 + 5 * pre + 10 + whole.lookahead_tokens  # one block reads all 5
+    assert capped.forwarded == 200 + 5 * pre + 3 * (10 + capped.lookahead_tokens)  # groups of 2, 2, 1
+    assert not np.allclose(capped.scores, whole.scores)
