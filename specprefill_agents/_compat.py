@@ -25,7 +25,6 @@ __all__ = [
     "restore_kv",
     "stack_kv",
     "cut_kv",
-    "attend_with_segments",
     "rope_frequencies",
     "rope_shift",
 ]
@@ -68,75 +67,18 @@ def _scoring_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.
     """SDPA attention that also hands (query, key) to the active capture, if any.
 
     The capture sees post-RoPE / post-norm queries and the full key states of the
-    layer (cache included), i.e. exactly what the model attends with.
+    layer (cache included), i.e. exactly what the model attends with.  A capture with an
+    ``attend`` method (one that holds KV outside the layer's cache) computes the output itself.
     """
     capture = _CAPTURE.get()
     if capture is not None:
         capture.record(module, query, key, kwargs.get("scaling"), kwargs.get("sliding_window"),
                        kwargs.get("softcap"))
-        segments = getattr(capture, "segments", None)
-        if segments is not None:
-            return attend_with_segments(query, key, value, attention_mask,
-                                        segments(int(getattr(module, "layer_idx", 0))), capture.positions(query),
-                                        kwargs.get("scaling"), kwargs.get("sliding_window"), kwargs.get("softcap"))
+        attend = getattr(capture, "attend", None)
+        if attend is not None:
+            return attend(module, query, key, value, attention_mask, kwargs.get("scaling"),
+                          kwargs.get("sliding_window"), kwargs.get("softcap")), None
     return _sdpa_forward()(module, query, key, value, attention_mask, **kwargs)
-
-
-_ROWS_AT_ONCE = 64  # query rows per block of logits: bounds the (heads x rows x keys) temporaries
-
-
-def attend_with_segments(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                         attention_mask: torch.Tensor | None, segments: list[tuple[torch.Tensor, torch.Tensor, int]],
-                         positions: torch.Tensor, scaling: float | None, sliding_window: int | None,
-                         softcap: float | None) -> tuple[torch.Tensor, None]:
-    """Attention of ``query`` (1, heads, q, d) over key/value ``segments`` that live outside the
-    layer's cache, as (keys, values, position of their first key) with keys (1, kv_heads, n, d),
-    plus the layer's own ``key`` / ``value`` under ``attention_mask`` (the model's causal mask
-    for them: bool, additive, or None for plain causal).  ``positions`` (q,) are the rows' RoPE
-    positions; a sliding layer hides segment keys ``sliding_window`` or more positions back.
-    One softmax over all keys, in fp32 (the products in the KV's dtype); returns (1, q, heads, d)
-    like the SDPA integration.
-    """
-    _, heads, q, dim = query.shape
-    kv_heads = key.shape[1]
-    group = heads // kv_heads
-    scale = scaling if scaling is not None else dim ** -0.5
-    own = key.shape[-2]
-    if attention_mask is None:  # causal: row i sees own keys up to its own position
-        slots = torch.arange(own, device=query.device)
-        allowed = slots[None, :] <= slots[own - q:, None]
-    elif attention_mask.dtype == torch.bool:
-        allowed = attention_mask[0, 0, :, -own:]
-    else:
-        allowed = attention_mask[0, 0, :, -own:] > torch.finfo(attention_mask.dtype).min / 2
-    parts = [(k[0], v[0], start) for k, v, start in segments] + [(key[0], value[0], None)]
-    dtype = key.dtype  # products in the KV's dtype (as SDPA's math), softmax in fp32: no KV copy per step
-    out = torch.empty(q, heads, dim, dtype=torch.float32, device=query.device)
-    for r0 in range(0, q, _ROWS_AT_ONCE):
-        r1 = min(r0 + _ROWS_AT_ONCE, q)
-        rows = query[0, :, r0:r1, :].to(dtype).reshape(kv_heads, group * (r1 - r0), dim)
-        logits = []
-        for keys, _, start in parts:
-            part = torch.matmul(rows, keys.transpose(-1, -2)).float().mul_(scale).reshape(heads, r1 - r0, -1)
-            if softcap:
-                part = torch.tanh(part / softcap) * softcap
-            if start is None:
-                part = part.masked_fill(~allowed[r0:r1][None], float("-inf"))
-            elif sliding_window:
-                key_pos = torch.arange(start, start + keys.shape[-2], device=query.device)
-                hidden = key_pos[None, :] <= (positions[r0:r1, None] - sliding_window)
-                part = part.masked_fill(hidden[None], float("-inf"))
-            logits.append(part)
-        weights = torch.softmax(torch.cat(logits, dim=-1), dim=-1).nan_to_num_(0.0)
-        acc = torch.zeros(kv_heads, group * (r1 - r0), dim, dtype=torch.float32, device=query.device)
-        at = 0
-        for (_, values, _), part in zip(parts, logits):
-            n = part.shape[-1]
-            w = weights[..., at:at + n].reshape(kv_heads, group * (r1 - r0), n).to(dtype)
-            acc.add_(torch.matmul(w, values).float())
-            at += n
-        out[r0:r1] = acc.reshape(heads, r1 - r0, dim).transpose(0, 1)
-    return out.to(query.dtype)[None], None
 
 
 def _register() -> None:

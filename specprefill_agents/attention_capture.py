@@ -6,8 +6,8 @@ computes, per layer, the fp32 softmax of those rows over the context keys only a
 max or mean over heads and layers, then over rows.  :class:`BatchCapture` splits a batched
 forward (several windows at once) into one capture per window.  :class:`ParallelCapture` runs
 one query block after several windows side by side: the windows' KV stays where it is (the
-attention reads it as extra segments, ``_compat.attend_with_segments``) and each window keeps
-its own capture.
+block's attention reads it as extra segments, :func:`attend_with_segments`) and each window
+keeps its own capture.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import torch
 
 from .config import ScoringConfig
 
-__all__ = ["Capture", "BatchCapture", "ParallelCapture"]
+__all__ = ["Capture", "BatchCapture", "ParallelCapture", "attention_logits", "attend_with_segments"]
 
-_ROW_CHUNK = 64  # query rows scored at once: bounds the (heads x rows x context) temporary
+_ROW_CHUNK = 64  # query rows scored / attended at once: bounds the (heads x rows x keys) temporaries
 
 
 @dataclass(frozen=True)
@@ -113,19 +113,70 @@ class Capture:
 
     def _layer_weights(self, q: torch.Tensor, keys: torch.Tensor, scale: float, softcap: float | None,
                        sliding_window: int | None, pos: torch.Tensor, lo: int) -> torch.Tensor:
-        heads, rows, dim = q.shape
-        kv_heads = keys.shape[0]
-        grouped = q.reshape(kv_heads, (heads // kv_heads) * rows, dim)  # GQA without repeating keys
-        logits = torch.matmul(grouped, keys.transpose(-1, -2)).mul_(scale)
-        logits = logits.reshape(heads, rows, keys.shape[1])
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        if sliding_window:
-            key_pos = torch.arange(lo, lo + keys.shape[1], device=q.device)
-            hidden = key_pos[None, :] <= (pos[:, None] - sliding_window)
-            logits = logits.masked_fill(hidden[None], float("-inf"))
+        logits = attention_logits(q, keys, scale, softcap, sliding_window, pos, lo)
         weights = torch.softmax(logits, dim=-1).nan_to_num_(0.0)  # rows that see no context: 0
         return weights.amax(0) if self.config.head_agg == "max" else weights.mean(0)
+
+
+def attention_logits(rows: torch.Tensor, keys: torch.Tensor, scale: float, softcap: float | None,
+                     sliding_window: int | None, row_pos: torch.Tensor, key_start: int) -> torch.Tensor:
+    """fp32 logits (heads, r, n) of query ``rows`` (heads, r, d) onto ``keys`` (kv_heads, n, d),
+    multiplied in the inputs' dtype, GQA without repeating keys; softcapped, and for a sliding
+    layer -inf where a key (first at position ``key_start``) is ``sliding_window`` or more
+    positions behind its row (at ``row_pos``)."""
+    heads, r, dim = rows.shape
+    kv_heads = keys.shape[0]
+    grouped = rows.reshape(kv_heads, (heads // kv_heads) * r, dim)
+    logits = torch.matmul(grouped, keys.transpose(-1, -2)).float().mul_(scale).reshape(heads, r, keys.shape[1])
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    if sliding_window:
+        key_pos = torch.arange(key_start, key_start + keys.shape[1], device=rows.device)
+        hidden = key_pos[None, :] <= (row_pos[:, None] - sliding_window)
+        logits = logits.masked_fill(hidden[None], float("-inf"))
+    return logits
+
+
+def attend_with_segments(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                         attention_mask: torch.Tensor | None, segments: list[tuple[torch.Tensor, torch.Tensor, int]],
+                         positions: torch.Tensor, scaling: float | None, sliding_window: int | None,
+                         softcap: float | None) -> torch.Tensor:
+    """Attention of ``query`` (1, heads, q, d) over key/value ``segments`` that live outside the
+    layer's cache, as (keys, values, position of their first key) with keys (1, kv_heads, n, d),
+    plus the layer's own ``key`` / ``value`` under ``attention_mask`` (the model's causal mask
+    for them: bool, additive, or None for plain causal).  ``positions`` (q,) are the rows' RoPE
+    positions; a sliding layer hides segment keys ``sliding_window`` or more positions back.
+    One softmax over all keys, in fp32 (the products in the KV's dtype); returns (1, q, heads, d)
+    like the SDPA integration.
+    """
+    _, heads, q, dim = query.shape
+    kv_heads = key.shape[1]
+    scale = scaling if scaling is not None else dim ** -0.5
+    own = key.shape[-2]
+    if attention_mask is None:  # causal: row i sees own keys up to its own position
+        slots = torch.arange(own, device=query.device)
+        allowed = slots[None, :] <= slots[own - q:, None]
+    elif attention_mask.dtype == torch.bool:
+        allowed = attention_mask[0, 0, :, -own:]
+    else:
+        allowed = attention_mask[0, 0, :, -own:] > torch.finfo(attention_mask.dtype).min / 2
+    dtype = key.dtype  # products in the KV's dtype (as SDPA's math), softmax in fp32: no KV copy per step
+    parts = [(k[0], v[0], start) for k, v, start in segments]
+    out = torch.empty(q, heads, dim, dtype=torch.float32, device=query.device)
+    for r0 in range(0, q, _ROW_CHUNK):
+        r1 = min(r0 + _ROW_CHUNK, q)
+        rows = query[0, :, r0:r1, :].to(dtype)
+        logits = [attention_logits(rows, keys, scale, softcap, sliding_window, positions[r0:r1], start)
+                  for keys, _, start in parts]
+        own_logits = attention_logits(rows, key[0], scale, softcap, None, positions[r0:r1], 0)
+        logits.append(own_logits.masked_fill(~allowed[r0:r1][None], float("-inf")))
+        weights = torch.softmax(torch.cat(logits, dim=-1), dim=-1).nan_to_num_(0.0)
+        acc = torch.zeros(kv_heads, (heads // kv_heads) * (r1 - r0), dim, dtype=torch.float32, device=query.device)
+        for values, w in zip([v for _, v, _ in parts] + [value[0]],
+                             weights.split([part.shape[-1] for part in logits], dim=-1)):
+            acc.add_(torch.matmul(w.reshape(kv_heads, -1, w.shape[-1]).to(dtype), values).float())
+        out[r0:r1] = acc.reshape(heads, r1 - r0, dim).transpose(0, 1)
+    return out.to(query.dtype)[None]
 
 
 def _same_keys(parts: list[_Rows]) -> list[list[_Rows]]:
@@ -188,22 +239,24 @@ class ParallelCapture:
         for _, capture in self.windows:
             capture.advance()
 
-    def positions(self, query: torch.Tensor) -> torch.Tensor:
-        """Positions of the rows of ``query`` (the tokens of the forward that is running)."""
-        return torch.arange(self.total - query.shape[2], self.total, device=query.device)
-
-    def segments(self, layer: int) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
-        """Each window's keys and values at ``layer`` and the position of their first key (a
-        sliding layer holds only the window's tail)."""
-        return [(keys, values, seen - keys.shape[-2]) for (keys, values, seen) in
-                (layers[layer] for layers, _ in self.windows)]
+    def attend(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               attention_mask: torch.Tensor | None, scaling: float | None, sliding_window: int | None,
+               softcap: float | None) -> torch.Tensor:
+        """The block's attention at this layer: over every window's KV (a sliding layer holds only
+        a window's tail) and the block's own cache (``key`` / ``value``)."""
+        layer = int(getattr(module, "layer_idx", 0))
+        segments = [(keys, values, seen - keys.shape[-2]) for keys, values, seen in
+                    (layers[layer] for layers, _ in self.windows)]
+        positions = torch.arange(self.total - query.shape[2], self.total, device=query.device)
+        return attend_with_segments(query, key, value, attention_mask, segments, positions, scaling,
+                                    sliding_window, softcap)
 
     def record(self, module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
                scaling: float | None, sliding_window: int | None, softcap: float | None) -> None:
         layer = int(getattr(module, "layer_idx", 0))
+        if not self.windows or layer < self.windows[0][1].config.skip_layers:
+            return
         for layers, capture in self.windows:
-            if layer < capture.config.skip_layers:
-                return
             keys, _, seen = layers[layer]
             rows = query[0, :, query.shape[2] - capture.pending_rows:, :]
             capture.settings[layer] = (scaling if scaling is not None else query.shape[-1] ** -0.5,

@@ -216,8 +216,7 @@ class DraftScorer:
             tokens = self._lookahead(logits, len(block), parallel, cache, device, position=pre + room)
         t3 = time.perf_counter()
         if any(not capture.collected for _, capture in windows):
-            raise ScoringError("no attention layer reported to the scorer: the draft must dispatch attention "
-                               "through transformers' AttentionInterface")
+            raise self._nothing_captured()
         tally.count(0, 0, len(block) + len(tokens))
         tally.lookahead += len(tokens)
         scores = [capture.finish() for _, capture in windows]
@@ -341,9 +340,7 @@ class DraftScorer:
         if fused:
             self._store(cache, ids, lengths, keys, kv_cache, reused)
         if context and not capture.collected:
-            impl = getattr(self.draft.model.config, "_attn_implementation", None)
-            raise ScoringError(f"no attention layer reported to the scorer (attn_implementation={impl!r}); "
-                               "the draft must dispatch attention through transformers' AttentionInterface")
+            raise self._nothing_captured()
         tally.count(len(ids), reused, len(query) + len(tokens))
         tally.lookahead += len(tokens)
         tally.timings["prefill"] += t1 - t0
@@ -352,6 +349,11 @@ class DraftScorer:
         scores = capture.finish()
         tally.timings["score"] += time.perf_counter() - t3
         return scores, capture, tokens
+
+    def _nothing_captured(self) -> ScoringError:
+        impl = getattr(self.draft.model.config, "_attn_implementation", None)
+        return ScoringError(f"no attention layer reported to the scorer (attn_implementation={impl!r}); "
+                            "the draft must dispatch attention through transformers' AttentionInterface")
 
     def _lookup(self, ids: list[int], lengths: list[int],
                 kv_cache: KVPrefixCache | None) -> tuple[KVEntry | None, int, list[str]]:

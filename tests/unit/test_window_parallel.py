@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from specprefill_agents import CacheConfig, CompressionConfig, KVPrefixCache, SpecPrefillCompressor
-from specprefill_agents._compat import attend_with_segments
+from specprefill_agents.attention_capture import attend_with_segments
 from specprefill_agents.config import ScoringConfig
 from specprefill_agents.scoring import DraftScorer, plan_windows
 from tests._tiny import ARCHS, tiny_draft
@@ -137,7 +137,7 @@ def test_attention_over_segments_equals_sdpa_over_the_concatenated_keys(softcap,
     positions = torch.arange(40, 40 + q)
     slots = torch.arange(q + 3)
     causal = slots[None, :] <= slots[3:, None]
-    out, _ = attend_with_segments(query, own_k, own_v, causal[None, None], segs, positions, 0.3, sliding, softcap)
+    out = attend_with_segments(query, own_k, own_v, causal[None, None], segs, positions, 0.3, sliding, softcap)
     # reference: one softmax over the concatenated keys, the same masks, computed plainly
     keys = torch.cat([s[0] for s in segs] + [own_k], dim=2).repeat_interleave(heads // kv_heads, 1)
     values = torch.cat([s[1] for s in segs] + [own_v], dim=2).repeat_interleave(heads // kv_heads, 1)
@@ -151,7 +151,7 @@ def test_attention_over_segments_equals_sdpa_over_the_concatenated_keys(softcap,
     mask = torch.cat([visible, causal], dim=1)
     expected = torch.softmax(logits.masked_fill(~mask, float("-inf")), -1) @ values
     torch.testing.assert_close(out, expected.transpose(1, 2), atol=1e-5, rtol=1e-5)
-    none_mask, _ = attend_with_segments(query, own_k, own_v, None, segs, positions, 0.3, sliding, softcap)
+    none_mask = attend_with_segments(query, own_k, own_v, None, segs, positions, 0.3, sliding, softcap)
     torch.testing.assert_close(none_mask, out)  # None = causal, as SDPA reads it
 
 
