@@ -214,27 +214,36 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def loop_arguments(parser: argparse.ArgumentParser) -> None:
+    """The loop's own options (shared with ``bench_cpu_kernels``)."""
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--step-tokens", type=int, default=250)
     parser.add_argument("--keep", type=float, default=0.25)
     parser.add_argument("--draft", default="embedded")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads; 0 = torch's default")
+
+
+def save(result: dict[str, Any], out: Path, table: str) -> None:
+    """The JSON at ``out``, the markdown ``table`` beside it, and the table printed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(table)
+    print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    loop_arguments(parser)
     parser.add_argument("--draft-dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="default: the library's choice for the device (bfloat16 on AMX CPUs)")
     parser.add_argument("--window-tokens", type=int, default=None,
                         help="ScoringConfig.window_tokens (default: the library's, 1024); 0 = the draft's context")
     parser.add_argument("--window-query", default=None, choices=["parallel", "forward", "shift"],
                         help="ScoringConfig.window_query (default: the library's)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads; 0 = torch's default")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "agent_loop_cpu.json"))
     args = parser.parse_args(argv)
     result = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    save(result, Path(args.out), markdown(result))
 
 
 if __name__ == "__main__":

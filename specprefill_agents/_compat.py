@@ -27,6 +27,9 @@ __all__ = [
     "cut_kv",
     "rope_frequencies",
     "rope_shift",
+    "fused_attention_available",
+    "attention_with_lse",
+    "install_cpu_gemv",
 ]
 
 ATTN_IMPL = "specprefill_sdpa"
@@ -120,6 +123,55 @@ def cpu_has_native_bf16() -> bool:
         return bool(probe()) if callable(probe) else False
     except Exception:  # a failing probe only means "use fp32"
         return False
+
+
+def install_cpu_gemv(model: Any) -> int:
+    """On a bf16 model on the CPU, send one-row inputs of its ``nn.Linear`` layers (decode steps)
+    through ``torch.mv``; returns how many layers were switched (idempotent: already switched
+    layers are left alone).
+
+    oneDNN's bf16 GEMM costs about as much for one row as for sixteen on CPUs (2.2x slower than
+    the GEMV kernel for SmolLM2's MLP, 2.4x for its vocab projection: torch 2.13, Xeon with
+    AMX); the GEMV gives the same values (fp32 accumulation).  Other dtypes and devices keep
+    ``F.linear`` (fp32 GEMM is already at GEMV speed; fp16 GEMV is slower).
+    """
+    params = next(iter(model.parameters()), None)
+    if params is None or params.device.type != "cpu" or params.dtype != torch.bfloat16:
+        return 0
+    switched = 0
+    for module in model.modules():
+        if type(module) is torch.nn.Linear and "forward" not in vars(module):
+            module.forward = _gemv_forward.__get__(module)  # type: ignore[method-assign]
+            switched += 1
+    return switched
+
+
+def _gemv_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if x.numel() != self.in_features or x.dtype != torch.bfloat16 or self.weight.dtype != torch.bfloat16 \
+            or x.device.type != "cpu":
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+    flat = x.reshape(-1)
+    out = torch.mv(self.weight, flat) if self.bias is None else torch.addmv(self.bias, self.weight, flat)
+    return out.reshape(*x.shape[:-1], self.out_features)
+
+
+def fused_attention_available(query: torch.Tensor) -> bool:
+    """Whether :func:`attention_with_lse` runs for tensors like ``query``: torch's CPU flash
+    kernel (a private op, present since torch 2.2) on a CPU tensor of a float dtype it takes."""
+    return (query.device.type == "cpu" and query.dtype in (torch.float32, torch.bfloat16, torch.float16)
+            and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
+
+
+def attention_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                       scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused attention of ``query`` (1, h, r, d) over ``key`` / ``value`` (1, h, n, d), all of the
+    same dtype, under an additive ``mask`` of that dtype broadcastable to (1, h, r, n) (None: every
+    key visible): the output (1, h, r, d) and each row's fp32 log-sum-exp of its logits (1, h, r).
+    A row whose keys are all masked gets output 0 and log-sum-exp 0 (not -inf): callers mark it.
+    Only where :func:`fused_attention_available` says so."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, attn_mask=mask,
+                                                                          scale=scale)
+    return out, lse
 
 
 def new_kv_cache(model: Any, capacity: int = 0) -> Any:

@@ -18,6 +18,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from ._compat import attention_with_lse, fused_attention_available
 from .config import ScoringConfig
 
 __all__ = ["Capture", "BatchCapture", "ParallelCapture", "attention_logits", "attend_with_segments"]
@@ -140,17 +141,21 @@ def attention_logits(rows: torch.Tensor, keys: torch.Tensor, scale: float, softc
 def attend_with_segments(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                          attention_mask: torch.Tensor | None, segments: list[tuple[torch.Tensor, torch.Tensor, int]],
                          positions: torch.Tensor, scaling: float | None, sliding_window: int | None,
-                         softcap: float | None) -> torch.Tensor:
+                         softcap: float | None, fused: bool | None = None) -> torch.Tensor:
     """Attention of ``query`` (1, heads, q, d) over key/value ``segments`` that live outside the
     layer's cache, as (keys, values, position of their first key) with keys (1, kv_heads, n, d),
     plus the layer's own ``key`` / ``value`` under ``attention_mask`` (the model's causal mask
     for them: bool, additive, or None for plain causal).  ``positions`` (q,) are the rows' RoPE
     positions; a sliding layer hides segment keys ``sliding_window`` or more positions back.
-    One softmax over all keys, in fp32 (the products in the KV's dtype); returns (1, q, heads, d)
-    like the SDPA integration.
+    Returns (1, q, heads, d) like the SDPA integration.
+
+    ``fused`` (default: where :func:`~._compat.fused_attention_available`; never with a softcap): each
+    segment runs through torch's fused flash kernel, which also gives its rows' log-sum-exp,
+    and the per-segment outputs are merged with those (split-K / flash-decoding: the same
+    softmax over all keys, no logits materialised).  Otherwise one fp32 softmax over every
+    segment's logits, the products in the KV's dtype.
     """
     _, heads, q, dim = query.shape
-    kv_heads = key.shape[1]
     scale = scaling if scaling is not None else dim ** -0.5
     own = key.shape[-2]
     if attention_mask is None:  # causal: row i sees own keys up to its own position
@@ -160,19 +165,65 @@ def attend_with_segments(query: torch.Tensor, key: torch.Tensor, value: torch.Te
         allowed = attention_mask[0, 0, :, -own:]
     else:
         allowed = attention_mask[0, 0, :, -own:] > torch.finfo(attention_mask.dtype).min / 2
-    dtype = key.dtype  # products in the KV's dtype (as SDPA's math), softmax in fp32: no KV copy per step
     parts = [(k[0], v[0], start) for k, v, start in segments]
+    if softcap is None and (fused_attention_available(key) if fused is None else fused):
+        return _attend_fused(query, key[0], value[0], allowed, parts, positions, scale, sliding_window)
+    return _attend_softmax(query, key[0], value[0], allowed, parts, positions, scale, sliding_window, softcap)
+
+
+def _attend_fused(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, allowed: torch.Tensor,
+                  parts: list[tuple[torch.Tensor, torch.Tensor, int]], positions: torch.Tensor, scale: float,
+                  sliding_window: int | None) -> torch.Tensor:
+    """:func:`attend_with_segments` with one fused kernel call per segment.  GQA without repeating
+    keys: each KV head's query heads are stacked as rows of one head (no mask differs by head)."""
+    _, heads, q, dim = query.shape
+    kv_heads, dtype = key.shape[0], key.dtype
+    group = heads // kv_heads
+    rows = query.to(dtype).reshape(1, kv_heads, group * q, dim)
+    row_pos = positions.repeat(group)
+    outs, lses = [], []
+    for keys, values, start in [*parts, (key, value, -1)]:
+        mask, seen = None, None
+        if start < 0:  # the block's own cache: the model's mask for it
+            mask = _additive(allowed.repeat(group, 1), dtype)
+        elif sliding_window:
+            key_pos = torch.arange(start, start + keys.shape[-2], device=keys.device)
+            visible = key_pos[None, :] > (row_pos[:, None] - sliding_window)
+            seen = visible.any(-1)
+            if not bool(seen.any()):
+                continue
+            mask = None if bool(visible.all()) else _additive(visible, dtype)
+        out, lse = attention_with_lse(rows, keys[None], values[None], mask, scale)
+        outs.append(out[0].float())
+        lses.append(lse[0] if seen is None else lse[0].masked_fill(~seen, float("-inf")))
+    weights = torch.softmax(torch.stack(lses), dim=0)  # (segments, kv_heads, rows): each segment's share
+    merged = (torch.stack(outs) * weights[..., None]).sum(0)  # (kv_heads, group * q, d)
+    return merged.reshape(heads, q, dim).transpose(0, 1).to(query.dtype)[None]
+
+
+def _additive(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill_(~visible, float("-inf"))
+
+
+def _attend_softmax(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, allowed: torch.Tensor,
+                    parts: list[tuple[torch.Tensor, torch.Tensor, int]], positions: torch.Tensor, scale: float,
+                    sliding_window: int | None, softcap: float | None) -> torch.Tensor:
+    """:func:`attend_with_segments` as one fp32 softmax over every segment's logits (any device,
+    softcap), ``_ROW_CHUNK`` rows at a time."""
+    _, heads, q, dim = query.shape
+    kv_heads = key.shape[0]
+    dtype = key.dtype  # products in the KV's dtype (as SDPA's math), softmax in fp32: no KV copy per step
     out = torch.empty(q, heads, dim, dtype=torch.float32, device=query.device)
     for r0 in range(0, q, _ROW_CHUNK):
         r1 = min(r0 + _ROW_CHUNK, q)
         rows = query[0, :, r0:r1, :].to(dtype)
         logits = [attention_logits(rows, keys, scale, softcap, sliding_window, positions[r0:r1], start)
                   for keys, _, start in parts]
-        own_logits = attention_logits(rows, key[0], scale, softcap, None, positions[r0:r1], 0)
+        own_logits = attention_logits(rows, key, scale, softcap, None, positions[r0:r1], 0)
         logits.append(own_logits.masked_fill(~allowed[r0:r1][None], float("-inf")))
         weights = torch.softmax(torch.cat(logits, dim=-1), dim=-1).nan_to_num_(0.0)
         acc = torch.zeros(kv_heads, (heads // kv_heads) * (r1 - r0), dim, dtype=torch.float32, device=query.device)
-        for values, w in zip([v for _, v, _ in parts] + [value[0]],
+        for values, w in zip([v for _, v, _ in parts] + [value],
                              weights.split([part.shape[-1] for part in logits], dim=-1)):
             acc.add_(torch.matmul(w.reshape(kv_heads, -1, w.shape[-1]).to(dtype), values).float())
         out[r0:r1] = acc.reshape(heads, r1 - r0, dim).transpose(0, 1)

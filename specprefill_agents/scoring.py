@@ -27,8 +27,8 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from ._compat import (capture_attention, cut_kv, has_sliding_layer, install_scoring_attention, kv_nbytes, new_kv_cache,
-                      restore_kv, rope_frequencies, rope_shift, snapshot_kv, stack_kv)
+from ._compat import (capture_attention, cut_kv, has_sliding_layer, install_cpu_gemv, install_scoring_attention,
+                      kv_nbytes, new_kv_cache, restore_kv, rope_frequencies, rope_shift, snapshot_kv, stack_kv)
 from .attention_capture import BatchCapture, Capture, ParallelCapture
 from .cache import KVEntry, KVPrefixCache, token_prefix_keys
 from .config import ScoringConfig
@@ -108,6 +108,7 @@ class DraftScorer:
         self.draft = draft
         self.config = config or ScoringConfig()
         install_scoring_attention(draft.model)
+        install_cpu_gemv(draft.model)
         self._prefix = _bos_prefix(draft.tokenizer)
         self._eos = draft.stop_token_ids
         self._rope_freqs: object = _UNPROBED

@@ -220,3 +220,29 @@ def test_scorer_survives_the_model_being_switched_back_to_sdpa() -> None:
     after = scorer.score(context, query).scores
     assert before.sum() > 0
     np.testing.assert_allclose(after, before, atol=1e-6)
+
+
+def test_bf16_cpu_decode_linears_run_as_gemv_with_the_same_logits() -> None:
+    from specprefill_agents._compat import install_cpu_gemv
+    from transformers import DynamicCache
+
+    draft = tiny_draft("llama", seed=6)
+    assert install_cpu_gemv(draft.model) == 0  # fp32: F.linear is already at GEMV speed
+    draft.model.to(torch.bfloat16)
+    prompt, step = torch.tensor([_ids(30, 20)]), torch.tensor([_ids(1, 21)])
+
+    def decode() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            cache = DynamicCache(config=draft.model.config)
+            first = draft.model(prompt, past_key_values=cache, use_cache=True).logits.float()
+            return first, draft.model(step, past_key_values=cache, use_cache=True).logits.float()
+
+    before = decode()
+    DraftScorer(draft)  # switches the one-row linears (layers and the vocab projection)
+    linears = [m for m in draft.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all("forward" in vars(m) for m in linears)
+    assert install_cpu_gemv(draft.model) == 0  # idempotent
+    after = decode()
+    torch.testing.assert_close(after[0], before[0], atol=0, rtol=0)  # many rows: F.linear as before
+    torch.testing.assert_close(after[1], before[1], atol=1e-2, rtol=1e-2)
+    assert DraftScorer(draft).score(_ids(50, 22), _ids(5, 23)).scores.sum() > 0

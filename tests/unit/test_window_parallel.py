@@ -125,19 +125,21 @@ def test_one_window_is_scored_as_before() -> None:
     np.testing.assert_array_equal(parallel.scores, forward.scores)
 
 
+@pytest.mark.parametrize("fused", [None, False])
 @pytest.mark.parametrize("softcap", [None, 5.0])
 @pytest.mark.parametrize("sliding", [None, 20])
-def test_attention_over_segments_equals_sdpa_over_the_concatenated_keys(softcap, sliding) -> None:
+def test_attention_over_segments_equals_sdpa_over_the_concatenated_keys(softcap, sliding, fused) -> None:
     g = torch.Generator().manual_seed(3)
     heads, kv_heads, dim, q = 4, 2, 8, 70  # 70 rows: more than one block of rows
     segs = [(torch.randn(1, kv_heads, n, dim, generator=g), torch.randn(1, kv_heads, n, dim, generator=g), start)
-            for n, start in ((30, 0), (25, 5))]
+            for n, start in ((30, 0), (25, 5), (10, 0))]  # sliding 20: the last one is hidden from every row
     query = torch.randn(1, heads, q, dim, generator=g)
     own_k, own_v = torch.randn(1, kv_heads, q + 3, dim, generator=g), torch.randn(1, kv_heads, q + 3, dim, generator=g)
     positions = torch.arange(40, 40 + q)
     slots = torch.arange(q + 3)
     causal = slots[None, :] <= slots[3:, None]
-    out = attend_with_segments(query, own_k, own_v, causal[None, None], segs, positions, 0.3, sliding, softcap)
+    out = attend_with_segments(query, own_k, own_v, causal[None, None], segs, positions, 0.3, sliding, softcap,
+                               fused=fused)
     # reference: one softmax over the concatenated keys, the same masks, computed plainly
     keys = torch.cat([s[0] for s in segs] + [own_k], dim=2).repeat_interleave(heads // kv_heads, 1)
     values = torch.cat([s[1] for s in segs] + [own_v], dim=2).repeat_interleave(heads // kv_heads, 1)
@@ -151,8 +153,24 @@ def test_attention_over_segments_equals_sdpa_over_the_concatenated_keys(softcap,
     mask = torch.cat([visible, causal], dim=1)
     expected = torch.softmax(logits.masked_fill(~mask, float("-inf")), -1) @ values
     torch.testing.assert_close(out, expected.transpose(1, 2), atol=1e-5, rtol=1e-5)
-    none_mask = attend_with_segments(query, own_k, own_v, None, segs, positions, 0.3, sliding, softcap)
+    none_mask = attend_with_segments(query, own_k, own_v, None, segs, positions, 0.3, sliding, softcap, fused=fused)
     torch.testing.assert_close(none_mask, out)  # None = causal, as SDPA reads it
+
+
+def test_fused_attention_over_segments_in_bf16_matches_the_fp32_softmax() -> None:
+    g = torch.Generator().manual_seed(5)
+    heads, kv_heads, dim, q = 6, 2, 16, 3
+    segs = [(torch.randn(1, kv_heads, n, dim, generator=g), torch.randn(1, kv_heads, n, dim, generator=g), 0)
+            for n in (64, 64, 40)]
+    query = torch.randn(1, heads, q, dim, generator=g)
+    own_k, own_v = torch.randn(1, kv_heads, q + 2, dim, generator=g), torch.randn(1, kv_heads, q + 2, dim, generator=g)
+    positions = torch.arange(70, 70 + q)
+    exact = attend_with_segments(query, own_k, own_v, None, segs, positions, 0.25, None, None, fused=False)
+    half = [(k.bfloat16(), v.bfloat16(), s) for k, v, s in segs]
+    fused = attend_with_segments(query.bfloat16(), own_k.bfloat16(), own_v.bfloat16(), None, half, positions, 0.25,
+                                 None, None, fused=True)
+    assert fused.dtype == torch.bfloat16
+    torch.testing.assert_close(fused.float(), exact, atol=2e-2, rtol=2e-2)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
