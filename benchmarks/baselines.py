@@ -18,11 +18,9 @@ Only *which* chunks are kept differs between methods.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import time
 import zlib
-from collections import Counter as Bag
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +29,7 @@ import numpy as np
 
 from specprefill_agents import CompressionConfig, Segment
 from specprefill_agents.budget import budget_tokens
+from specprefill_agents.lexical import bm25_scores
 from specprefill_agents.selection import SegmentPlan, choose, plan_segment, render
 
 __all__ = ["BM25Chunks", "Compressed", "EmbeddingChunks", "HeadTail", "Ours", "RandomChunks", "ScoredChunks",
@@ -137,30 +136,14 @@ class HeadTail(ScoredChunks):
         return _split(-np.minimum(position, n - 1 - position).astype(np.float64), plans)
 
 
-def _terms(text: str) -> list[str]:
-    words = re.findall(r"\w+", text.lower())
-    return words + [part for w in words if "_" in w for part in w.split("_") if part]
-
-
 class BM25Chunks(ScoredChunks):
-    """Okapi BM25 with every chunk of the request as the document collection."""
+    """Okapi BM25 with every chunk of the request as the document collection (the library's
+    :func:`specprefill_agents.lexical.bm25_scores`, which ours uses as a lexical prior)."""
 
     name = "bm25"
-    k1, b = 1.5, 0.75
 
     def chunk_scores(self, plans: list[SegmentPlan], query: str) -> list[np.ndarray]:
-        docs = [Bag(_terms(t)) for t in _chunk_texts(plans)]
-        lengths = np.array([sum(d.values()) for d in docs], dtype=np.float64)
-        avg = max(lengths.mean(), 1.0)
-        scores = np.zeros(len(docs))
-        for term in set(_terms(query)):
-            df = sum(1 for d in docs if term in d)
-            if not df:
-                continue
-            idf = math.log((len(docs) - df + 0.5) / (df + 0.5) + 1.0)
-            tf = np.array([d.get(term, 0) for d in docs], dtype=np.float64)
-            scores += idf * tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * lengths / avg))
-        return _split(scores, plans)
+        return _split(bm25_scores(_chunk_texts(plans), query), plans)
 
 
 class EmbeddingChunks(ScoredChunks):

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("-m", "--max-tokens", type=int, help="absolute token budget for the whole input")
     comp.add_argument("--min-tokens", type=int, default=None, help="leave inputs shorter than this untouched")
     comp.add_argument("--unit", choices=["auto", "word", "line", "sentence"], default="auto")
-    comp.add_argument("--lookahead", type=int, default=None, help="greedy draft tokens after the query (default 8)")
+    comp.add_argument("--lookahead", type=int, default=None, help="greedy draft tokens after the query (default 4)")
+    comp.add_argument("--lexical-boost", type=float, default=None,
+                      help="lexical prior: boost of the chunks that best match the query's words (default 2; 0 = off)")
     comp.add_argument("--target-tokenizer", metavar="DIR_OR_ID",
                       help="count the budget in this HF tokenizer's tokens (default: the draft's)")
     comp.add_argument("--json", action="store_true", help="print one JSON object (texts, spans, stats) instead")
@@ -115,6 +117,8 @@ def _compression_config(args: argparse.Namespace) -> CompressionConfig:
         kw["keep_ratio"] = args.keep
     if args.min_tokens is not None:
         kw["min_tokens"] = args.min_tokens
+    if args.lexical_boost is not None:
+        kw["lexical_boost"] = args.lexical_boost
     return CompressionConfig(**kw)
 
 

@@ -17,7 +17,8 @@ from .draft import DraftModel, load_draft
 from .errors import ConfigError, InputError, SpecPrefillError
 from .cache import KVPrefixCache
 from .scoring import DraftScorer
-from .segment_scoring import SegmentScorer, countable
+from .lexical import boost_plans
+from .segment_scoring import SegmentScorer, asked_query, countable
 from .selection import choose, plan_segment, render
 from .types import CompressionResult, CompressionStats, KeptSpan, Segment, TokenScores
 
@@ -179,6 +180,9 @@ class SpecPrefillCompressor:
         plans = {i: plan_segment(segments[i].text, token_scores.segments[i].offsets,
                                  token_scores.segments[i].scores, config, kind=segments[i].kind)
                  for i in eligible}
+        asked = asked_query(segments, query)
+        if config.lexical_boost and asked:
+            plans = dict(zip(plans, boost_plans(list(plans.values()), asked, config.lexical_boost)))
         budget = budget_tokens(sum(counts[i] for i in eligible), config.keep_ratio, config.max_tokens)
         order = sorted(plans)
         kept = dict(zip(order, choose([plans[i] for i in order], budget, counter, config)))

@@ -26,7 +26,7 @@ from .config import CacheConfig, ScoringConfig
 from .scoring import DraftScorer, smooth_scores
 from .types import Segment, SegmentScores, TokenScores
 
-__all__ = ["SegmentScorer", "countable", "latest_user_turn"]
+__all__ = ["SegmentScorer", "asked_query", "countable", "latest_user_turn"]
 
 _SEPARATOR = "\n\n"
 _USER_ROLES = frozenset({"user", "human"})
@@ -62,7 +62,7 @@ class SegmentScorer:
     def score(self, segments: Sequence[Segment], query: str | None) -> TokenScores:
         """Smoothed per-token scores for every segment (see the module doc for reuse)."""
         t0 = time.perf_counter()
-        query = query if query is not None and query.strip() else latest_user_turn(segments)
+        query = asked_query(segments, query)
         chain = segment_chain([s.text for s in segments], self.scorer.draft.name, self._config_json)
         key = (chain[-1] if chain else "", query)
         cached = self.results.get(key)
@@ -119,6 +119,11 @@ class SegmentScorer:
 def _as_cache_hit(result: TokenScores, seconds: float) -> TokenScores:
     return TokenScores(result.segments, 0, 0, 0, {"score_cache": seconds}, draft_tokens_reused=0,
                        score_cache_hits=1)
+
+
+def asked_query(segments: Sequence[Segment], query: str | None) -> str | None:
+    """The query a request is scored against: ``query`` unless blank, else the latest user turn."""
+    return query if query is not None and query.strip() else latest_user_turn(segments)
 
 
 def latest_user_turn(segments: Sequence[Segment]) -> str | None:

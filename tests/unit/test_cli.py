@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from specprefill_agents import cli
+from specprefill_agents import CompressionConfig, cli
 from tests._tiny import tiny_draft
 
 PROSE = inspect.getdoc(textwrap.TextWrapper) or ""
@@ -81,8 +81,17 @@ def test_errors_are_one_line_and_nonzero(tmp_path: Path, draft_dir: str, monkeyp
     assert code == 1 and err.startswith("specprefill: error:") and err.count("\n") == 1
     code, _, err = _run(["compress", "--keep", "3", "--draft", draft_dir], monkeypatch, stdin=b"x")
     assert code == 1 and "keep_ratio" in err
+    code, _, err = _run(["compress", "--lexical-boost", "-1", "--draft", draft_dir], monkeypatch, stdin=b"x")
+    assert code == 1 and "lexical_boost" in err
     code, _, err = _run(["compress", "--draft", str(tmp_path / "nope")], monkeypatch, stdin=b"x " * 200)
     assert code == 1 and "nope" in err
+
+
+def test_lexical_boost_option_reaches_the_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = cli.build_parser().parse_args(["compress", "--lexical-boost", "0", "--lookahead", "2"])
+    config = cli._compression_config(args)
+    assert config.lexical_boost == 0 and config.scoring.lookahead == 2
+    assert cli._compression_config(cli.build_parser().parse_args(["compress"])) == CompressionConfig()
 
 
 def test_help_and_no_command(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,67 @@
+"""Lexical prior: chunks that share rare words with the query get their draft score raised.
+
+The draft's attention finds what the question is about, including what shares no word with
+it (a second hop, a variable's earlier value), but a small draft reading a long context is
+pulled towards recent text and can miss a chunk that names the asked-about identifier
+outright.  Okapi BM25 of each chunk against the query (every chunk of the request is the
+document collection, so a word frequent in the context weighs little) catches exactly
+those.  :func:`boost_plans` multiplies each chunk's draft score by
+``1 + weight * bm25 / max(bm25)``: a chunk without query words keeps its draft score, the best
+lexical match gets up to ``1 + weight`` times its own, and the order among non-matching
+chunks is the draft's (``CompressionConfig.lexical_boost``; measured in
+``benchmarks/results/retention_ablation7_cpu.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from .selection import SegmentPlan
+
+__all__ = ["bm25_scores", "boost_plans", "query_terms"]
+
+_WORD = re.compile(r"\w+")
+
+
+def query_terms(text: str) -> list[str]:
+    """Lower-cased words, and the parts of snake_case words (``load_draft`` -> ``load``, ``draft``)."""
+    words = _WORD.findall(text.lower())
+    return words + [part for word in words if "_" in word for part in word.split("_") if part]
+
+
+def bm25_scores(documents: Sequence[str], query: str, k1: float = 1.5, b: float = 0.75) -> np.ndarray:
+    """Okapi BM25 of each document against ``query`` (the documents are the collection)."""
+    bags = [Counter(query_terms(doc)) for doc in documents]
+    scores = np.zeros(len(bags))
+    if not bags:
+        return scores
+    lengths = np.array([sum(bag.values()) for bag in bags], dtype=np.float64)
+    norm = k1 * (1 - b + b * lengths / max(float(lengths.mean()), 1.0))
+    for term in set(query_terms(query)):
+        tf = np.array([bag.get(term, 0) for bag in bags], dtype=np.float64)
+        df = int(np.count_nonzero(tf))
+        if df:
+            idf = math.log((len(bags) - df + 0.5) / (df + 0.5) + 1.0)
+            scores += idf * tf * (k1 + 1) / (tf + norm)
+    return scores
+
+
+def boost_plans(plans: Sequence[SegmentPlan], query: str, weight: float) -> list[SegmentPlan]:
+    """``plans`` with every chunk's score times ``1 + weight * bm25 / max(bm25)`` (BM25 over all
+    chunks of all plans against ``query``); unchanged when ``weight`` is 0 or no chunk shares a
+    word with the query."""
+    if weight <= 0 or not plans:
+        return list(plans)
+    lexical = bm25_scores([plan.chunk_text(i) for plan in plans for i in range(len(plan.chunks))], query)
+    best = float(lexical.max())
+    if best <= 0:
+        return list(plans)
+    factors = iter(1.0 + weight * lexical / best)
+    return [dataclasses.replace(plan, chunks=tuple(dataclasses.replace(c, score=c.score * float(next(factors)))
+                                                   for c in plan.chunks)) for plan in plans]
