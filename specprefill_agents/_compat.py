@@ -159,7 +159,7 @@ def fused_attention_available(query: torch.Tensor) -> bool:
     """Whether :func:`attention_with_lse` runs for tensors like ``query``: torch's CPU flash
     kernel (a private op, present since torch 2.2) on a CPU tensor of a float dtype it takes."""
     return (query.device.type == "cpu" and query.dtype in (torch.float32, torch.bfloat16, torch.float16)
-            and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
+            and _FLASH_CPU is not None)
 
 
 def attention_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
@@ -169,9 +169,11 @@ def attention_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
     key visible): the output (1, h, r, d) and each row's fp32 log-sum-exp of its logits (1, h, r).
     A row whose keys are all masked gets output 0 and log-sum-exp 0 (not -inf): callers mark it.
     Only where :func:`fused_attention_available` says so."""
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, attn_mask=mask,
-                                                                          scale=scale)
-    return out, lse
+    return cast(tuple[torch.Tensor, torch.Tensor], _FLASH_CPU(query, key, value, attn_mask=mask, scale=scale))
+
+
+# looked up once: both functions above run per layer and per decode step
+_FLASH_CPU: Any = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
 def new_kv_cache(model: Any, capacity: int = 0) -> Any:
