@@ -17,6 +17,7 @@ equal no-cache outputs, and evidence retention (is the asked-about ``def`` line 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
 import json
 import platform
@@ -133,7 +134,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row[mode] = {"seconds": time.perf_counter() - t0, "forwarded": res.stats.draft_tokens_forwarded,
                          "reused": res.stats.draft_tokens_reused, "lookahead_tokens": res.stats.lookahead_tokens,
                          "phases": dict(res.stats.timings),
-                         "evidence_kept": steps[t].evidence in "\n".join(res.texts)}
+                         "evidence_kept": steps[t].evidence in "\n".join(res.texts),
+                         "text_sha": hashlib.sha256("\0".join(res.texts).encode("utf-8", "surrogatepass")).hexdigest()[:16]}
             texts[mode] = res.texts
         row["exact_equals_no_cache"] = texts["exact"] == texts["no-cache"]
         row["context_tokens"] = sum(len(draft.tokenizer(s.text, add_special_tokens=False)["input_ids"]) for s in segs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import json
 import os
 import statistics
@@ -107,7 +108,8 @@ def run_one(method: Any, task: TaskInstance, ratio: float) -> dict[str, Any]:
     return {"family": task.family, "length": task.meta["length"], "seed": task.seed, "method": method.name,
             "ratio": ratio, "retained": not missing, "evidence_kept": len(task.evidence) - len(missing),
             "evidence_total": len(task.evidence), "missing": missing, "tokens_in": task.n_tokens,
-            "tokens_out": out.tokens, "budget": out.budget, "seconds": out.seconds}
+            "tokens_out": out.tokens, "budget": out.budget, "seconds": out.seconds,
+            "text_sha": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]}
 
 
 def run(tasks: list[TaskInstance], methods: list[Any], ratios: list[float]) -> list[dict[str, Any]]:
