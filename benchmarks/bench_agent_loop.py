@@ -106,6 +106,10 @@ def messages_at(steps: list[Step], t: int) -> list[Segment]:
     return segs
 
 
+def _digest(texts: list[str]) -> str:
+    return hashlib.sha256("\0".join(texts).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)  # 1 by default: a shared 2-core machine makes 2 threads erratic
@@ -113,8 +117,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = CompressionConfig(keep_ratio=args.keep)
     if args.window_tokens is not None:  # 0: one window as large as the draft's context
         config = config.replace(scoring=config.scoring.replace(window_tokens=args.window_tokens or None))
-    if args.window_query is not None:
-        config = config.replace(scoring=config.scoring.replace(window_query=args.window_query))
     modes = {
         "no-cache": CacheConfig(kv_cache_bytes=0, score_cache_entries=0),
         "exact": CacheConfig(),
@@ -135,14 +137,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "reused": res.stats.draft_tokens_reused, "lookahead_tokens": res.stats.lookahead_tokens,
                          "phases": dict(res.stats.timings),
                          "evidence_kept": steps[t].evidence in "\n".join(res.texts),
-                         "text_sha": hashlib.sha256("\0".join(res.texts).encode("utf-8", "surrogatepass")).hexdigest()[:16]}
+                         "text_sha": _digest(res.texts)}
             texts[mode] = res.texts
         row["exact_equals_no_cache"] = texts["exact"] == texts["no-cache"]
         row["context_tokens"] = sum(len(draft.tokenizer(s.text, add_special_tokens=False)["input_ids"]) for s in segs)
         per_step.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     return {"machine": {**machine_info(), "draft_dtype": str(draft.dtype),
-                        "window_tokens": config.scoring.window_tokens, "window_query": config.scoring.window_query},
+                        "window_tokens": config.scoring.window_tokens},
             "args": vars(args), "steps": per_step,
             "summary": summarise(per_step)}
 
@@ -185,8 +187,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# Agent loop: {s['steps']} steps, final context {s['final_context_tokens']} draft tokens",
              "", f"Machine: {m['cpu']} ({m['logical_cpus']} threads), CUDA: {m['cuda']}; "
              f"draft dtype {m.get('draft_dtype', 'torch.float32')}, scoring windows of "
-             f"{m.get('window_tokens') or 'the draft context'} tokens "
-             f"(window_query={m.get('window_query', 'forward')}); torch {m['torch']}, "
+             f"{m.get('window_tokens') or 'the draft context'} tokens; torch {m['torch']}, "
              f"transformers {m['transformers']}; {m['date']}", "",
              "| mode | draft tokens forwarded | / final context | compress seconds (sum) | evidence retention |",
              "|---|---|---|---|---|"]
@@ -195,9 +196,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {mode} | {r['draft_tokens_forwarded']} | {r['forwarded_over_final_context']} | "
                      f"{r['seconds']} | {r['evidence_retention']:.2f} |")
     query = ("the query block, once over all windows side by side (while the context fits one window: in one "
-             "forward with its last new tokens)" if m.get("window_query") == "parallel" else
-             "the last new context tokens + query block in one forward (and the earlier windows' query blocks, "
-             "batched)")
+             "forward with its last new tokens)")
     lines += ["", "Where the time goes (seconds summed over the steps; `prefill` = KV restore + context forward, "
               f"`query` = {query}, `lookahead` = greedy draft tokens, one decode step each, `score` = "
               "the captured query rows' attention folded per window):", "",
@@ -240,8 +239,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="default: the library's choice for the device (bfloat16 on AMX CPUs)")
     parser.add_argument("--window-tokens", type=int, default=None,
                         help="ScoringConfig.window_tokens (default: the library's, 1024); 0 = the draft's context")
-    parser.add_argument("--window-query", default=None, choices=["parallel", "forward", "shift"],
-                        help="ScoringConfig.window_query (default: the library's)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "agent_loop_cpu.json"))
     args = parser.parse_args(argv)
     result = run(args)

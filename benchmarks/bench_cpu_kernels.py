@@ -3,10 +3,10 @@
 Two kernel choices only matter on the CPU and change no result:
 
 * ``fused``: the query block and the lookahead read every window's KV through torch's fused
-  flash kernel per window, merged by log-sum-exp (``attention_capture.attend_with_segments``);
+  flash kernel per window, merged by log-sum-exp (``kernels.attend_with_segments``);
   off = one fp32 softmax over all windows' logits (the path other devices and softcaps take);
 * ``gemv``: a bf16 draft's one-row linears (decode steps, the vocab projection) run through
-  ``torch.mv`` (``_compat.install_cpu_gemv``); off = ``F.linear`` (oneDNN GEMM).
+  ``torch.mv`` (``kernels.install_cpu_gemv``); off = ``F.linear`` (oneDNN GEMM).
 
 Two workloads, each variant run in turn (order rotated per repeat) in one process:
 
@@ -30,10 +30,10 @@ from typing import Any
 
 import torch
 
-import specprefill_agents.attention_capture as attention_capture
+import specprefill_agents.kernels as kernels
 from benchmarks.bench_agent_loop import build_steps, loop_arguments, machine_info, messages_at, save
 from specprefill_agents import CacheConfig, CompressionConfig, DraftConfig, SpecPrefillCompressor, load_draft
-from specprefill_agents._compat import fused_attention_available, install_cpu_gemv
+from specprefill_agents.kernels import fused_attention_available, install_cpu_gemv
 
 VARIANTS = {"fused+gemv": (True, True), "fused": (True, False), "gemv": (False, True), "neither": (False, False)}
 PHASES = ("prefill", "query", "lookahead", "score")
@@ -41,7 +41,7 @@ PHASES = ("prefill", "query", "lookahead", "score")
 
 def _set_variant(model: Any, fused: bool, gemv: bool) -> None:
     """The A/B switch: the fused-attention probe, and each linear's instance ``forward``."""
-    attention_capture.fused_attention_available = fused_attention_available if fused else (lambda _t: False)
+    kernels.fused_attention_available = fused_attention_available if fused else (lambda _t: False)
     if gemv:
         install_cpu_gemv(model)
     else:

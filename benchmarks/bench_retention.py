@@ -226,8 +226,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096], help="context size in draft tokens")
     p.add_argument("--n", type=int, default=4, help="instances per family and length")
     p.add_argument("--ours-variants", nargs="*", default=[], metavar="NAME:KEY=VALUE,...",
-                   help="extra rows of ours with config changes, e.g. 'qmax:scoring.query_agg=max' "
-                        "or 'c16:chunk_tokens=16' (ablations)")
+                   help="extra rows of ours with config changes, e.g. 'la8:scoring.lookahead=8' "
+                        "or 'c32:chunk_tokens=32'")
     p.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.10])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draft", default="embedded")

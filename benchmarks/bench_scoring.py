@@ -434,14 +434,9 @@ def kv_note(draft: Any, config: Any) -> str:
     size = torch.empty(0, dtype=draft.dtype).element_size()
     per_token = layers * 2 * kv_heads * head_dim * size
     return (f"draft KV ({draft.dtype}): {layers} layers x 2 x {kv_heads} kv heads x {head_dim} dims x {size} B = "
-            f"{per_token:,} B/token; " + (
-                f"the scorer holds the windows of one query block at once (window_query=parallel: up to "
-                f"the draft's context, {draft.max_context} tokens, then one group of windows after "
-                f"another), so its peak stops growing past the draft's context"
-                if config.window_query == "parallel" else
-                f"the scorer holds the window being forwarded plus up to {config.window_batch} earlier windows "
-                f"of {config.window_tokens} tokens (their query blocks run batched), so its peak is bounded by "
-                f"the window size, not the context length"))
+            f"{per_token:,} B/token; the scorer holds the windows of one query block at once (up to the "
+            f"draft's context, {draft.max_context} tokens, then one group of windows after another), so its "
+            f"peak stops growing past the draft's context")
 
 
 def write_outputs(result: dict[str, Any], out: Path) -> None:

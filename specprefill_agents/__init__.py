@@ -8,26 +8,31 @@ Quickstart::
     res.text, res.stats.compressed_tokens
 """
 
+from .budget import TokenCounter, countable, make_counter
+from .cache import KVPrefixCache
 from .compressor import SpecPrefillCompressor
 from .config import CacheConfig, CompressionConfig, DraftConfig, ScoringConfig
-from .cache import KVPrefixCache
 from .draft import DraftModel, load_draft
 from .errors import (
-    BudgetError,
     ConfigError,
     DraftModelError,
     DraftNotInstalledError,
     InputError,
     ScoringError,
-    ServiceUnavailableError,
     SpecPrefillError,
 )
-from .types import CompressionResult, CompressionStats, KeptSpan, Segment, SegmentScores, TokenScores
+from .protocols import Compressor, OnFailure, check_on_failure, handle_failure
+from .segment_scoring import asked_query
+from .types import CompressionResult, CompressionStats, KeptSpan, Segment, SegmentScores, TokenCounts, TokenScores
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SpecPrefillCompressor",
+    "Compressor",
+    "OnFailure",
+    "check_on_failure",
+    "handle_failure",
     "CompressionConfig",
     "DraftConfig",
     "ScoringConfig",
@@ -39,15 +44,18 @@ __all__ = [
     "KeptSpan",
     "SegmentScores",
     "TokenScores",
+    "TokenCounts",
     "CompressionResult",
     "CompressionStats",
+    "TokenCounter",
+    "make_counter",
+    "countable",
+    "asked_query",
     "SpecPrefillError",
     "ConfigError",
     "InputError",
     "DraftModelError",
     "DraftNotInstalledError",
     "ScoringError",
-    "BudgetError",
-    "ServiceUnavailableError",
     "__version__",
 ]

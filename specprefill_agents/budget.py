@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["TokenCounter", "budget_tokens", "make_counter"]
+__all__ = ["TokenCounter", "budget_tokens", "countable", "make_counter"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,3 +115,12 @@ def budget_tokens(total: int, keep_ratio: float | None, max_tokens: int | None) 
     if max_tokens is not None:
         limits.append(int(max_tokens))
     return max(1, min(limits))
+
+
+def countable(text: str) -> str:
+    """``text`` with lone surrogates (undecodable input bytes) replaced by "?", same length."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")

@@ -89,7 +89,6 @@ class KVPrefixCache:
         self._lock = threading.Lock()
         self._entries = _ByteLRU(max(self.max_bytes, 1), self._forget)
         self._index: dict[str, tuple[str, int]] = {}  # prefix key -> (entry key, length)
-        self.hits = self.misses = 0
 
     def _forget(self, key: str, entry: KVEntry) -> None:
         for pk in entry.prefix_keys:
@@ -106,9 +105,7 @@ class KVPrefixCache:
                 entry = self._entries.get(found[0])
                 if entry is None or (entry.sliding and length != entry.length):
                     continue
-                self.hits += 1
                 return entry, length
-            self.misses += 1
             return None
 
     def put(self, entry_key: str, entry: KVEntry, lengths: Sequence[int]) -> None:

@@ -6,27 +6,24 @@ import dataclasses
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
-
-from .budget import TokenCounter, budget_tokens, make_counter
+from .budget import TokenCounter, budget_tokens, countable, make_counter
+from .cache import KVPrefixCache
 from .config import CacheConfig, CompressionConfig, DraftConfig
 from .draft import DraftModel, load_draft
 from .errors import ConfigError, InputError, SpecPrefillError
-from .cache import KVPrefixCache
-from .scoring import DraftScorer
 from .lexical import boost_plans
-from .segment_scoring import SegmentScorer, asked_query, countable
+from .protocols import OnFailure, check_on_failure, handle_failure
+from .scoring import DraftScorer
+from .segment_scoring import SegmentScorer, asked_query
 from .selection import choose, plan_segment, render
 from .types import CompressionResult, CompressionStats, KeptSpan, Segment, TokenScores
 
-__all__ = ["SpecPrefillCompressor", "OnFailure"]
+__all__ = ["SpecPrefillCompressor"]
 
 logger = logging.getLogger(__name__)
-
-OnFailure = Literal["passthrough", "warn", "raise"]
 
 
 class SpecPrefillCompressor:
@@ -59,10 +56,8 @@ class SpecPrefillCompressor:
         cache: CacheConfig | None = None,
         kv_cache: KVPrefixCache | None = None,
     ) -> None:
-        if on_failure not in ("passthrough", "warn", "raise"):
-            raise ConfigError(f"on_failure must be 'passthrough', 'warn' or 'raise', got {on_failure!r}")
+        self.on_failure: OnFailure = check_on_failure(on_failure)
         self.config = config or CompressionConfig()
-        self.on_failure: OnFailure = on_failure
         self._draft_spec = draft
         self._draft: DraftModel | None = draft if isinstance(draft, DraftModel) else None
         self.cache_config = cache or CacheConfig()
@@ -83,8 +78,9 @@ class SpecPrefillCompressor:
                 if self._scorer is None:
                     draft = self._draft or load_draft(self._draft_config())
                     self._draft = draft
-                    self._scorer = SegmentScorer(DraftScorer(draft, self.config.scoring), self.cache_config,
-                                                 self._shared_kv)
+                    kv, size = self._shared_kv, self.cache_config.kv_cache_bytes
+                    kv = kv if kv is not None else (KVPrefixCache(size) if size > 0 else None)
+                    self._scorer = SegmentScorer(DraftScorer(draft, self.config.scoring, kv), self.cache_config)
         return self._scorer
 
     def identity(self) -> dict[str, Any]:
@@ -135,22 +131,22 @@ class SpecPrefillCompressor:
         """Compress the compressible segments; protected ones come back byte-identical.
 
         With no ``query``, the latest segment whose role is ``"user"`` / ``"human"`` is the
-        query; failing that, the last ``scoring.query_window`` draft tokens of the prompt
-        act as the query (and are kept).
+        query; failing that, the last 64 draft tokens of the prompt act as the query (and are kept).
         """
         segments = _validate_segments(segments)
         if query is not None and not isinstance(query, str):
             raise InputError(f"query must be a str or None, got {type(query).__name__}")
         config = self._call_config(keep_ratio, max_tokens)
-        counter, counter_name = self._counter(token_counter)
+        counter, counter_name = self.counter(token_counter)
+        counts = [counter(countable(s.text)) for s in segments]
         try:
-            return self._compress(segments, query, config, counter, counter_name)
+            return self._compress(segments, counts, query, config, counter, counter_name)
         except (InputError, ConfigError):
             raise
-        except SpecPrefillError as exc:
-            return self._fail(segments, counter, counter_name, exc)
-        except (RuntimeError, MemoryError) as exc:  # torch OOM / kernel errors surface as these
-            return self._fail(segments, counter, counter_name, exc)
+        except (SpecPrefillError, RuntimeError, MemoryError) as exc:  # torch OOM / kernel errors: RuntimeError
+            failure = handle_failure(self.on_failure, exc, type(self).__name__)
+            result = _passthrough(segments, counts, counter_name, budget=0)
+            return dataclasses.replace(result, stats=dataclasses.replace(result.stats, failure=failure))
 
     # ------------------------------------------------------------------ internals
     def _call_config(self, keep_ratio: float | None, max_tokens: int | None) -> CompressionConfig:
@@ -158,7 +154,9 @@ class SpecPrefillCompressor:
             return self.config
         return self.config.replace(keep_ratio=keep_ratio, max_tokens=max_tokens)
 
-    def _counter(self, token_counter: Any) -> tuple[TokenCounter, str]:
+    def counter(self, token_counter: Any = None) -> tuple[TokenCounter, str]:
+        """The counter (and its name) a call with ``token_counter`` counts budgets and stats with:
+        ``token_counter``, else the compressor's default, else the draft's tokenizer (loads it)."""
         if token_counter is not None:
             return make_counter(token_counter)
         if self._default_counter is not None:
@@ -167,10 +165,9 @@ class SpecPrefillCompressor:
         counter, _ = make_counter(draft.tokenizer)
         return counter, f"draft:{draft.name}"
 
-    def _compress(self, segments: list[Segment], query: str | None, config: CompressionConfig,
+    def _compress(self, segments: list[Segment], counts: list[int], query: str | None, config: CompressionConfig,
                   counter: TokenCounter, counter_name: str) -> CompressionResult:
         t_start = time.perf_counter()
-        counts = [counter(countable(s.text)) for s in segments]
         eligible = [i for i, s in enumerate(segments)
                     if s.may_compress and counts[i] >= config.min_tokens and _is_clean(s.text)]
         if not eligible:
@@ -185,7 +182,8 @@ class SpecPrefillCompressor:
             plans = dict(zip(plans, boost_plans(list(plans.values()), asked, config.lexical_boost)))
         budget = budget_tokens(sum(counts[i] for i in eligible), config.keep_ratio, config.max_tokens)
         order = sorted(plans)
-        kept = dict(zip(order, choose([plans[i] for i in order], budget, counter, config)))
+        kept = dict(zip(order, choose([plans[i] for i in order], budget, counter, config,
+                                      whole=[counts[i] for i in order])))
         out, spans, new_counts = list(segments), [_full_span(s.text) for s in segments], list(counts)
         for i in order:
             text, spans[i] = render(plans[i], kept[i], config)
@@ -212,19 +210,6 @@ class SpecPrefillCompressor:
         onto any tokenizer's tokens or onto words/lines.
         """
         return self._ensure_scorer().score(_validate_segments(segments), query)
-
-    def _fail(self, segments: list[Segment], counter: TokenCounter, counter_name: str,
-              exc: BaseException) -> CompressionResult:
-        if self.on_failure == "raise":
-            raise exc
-        message = f"compression failed, input passed through unchanged: {type(exc).__name__}: {exc}"
-        if self.on_failure == "warn":
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
-        logger.warning(message)
-        counts = [counter(countable(s.text)) for s in segments]
-        result = _passthrough(segments, counts, counter_name, budget=0)
-        stats = dataclasses.replace(result.stats, failure=f"{type(exc).__name__}: {exc}")
-        return dataclasses.replace(result, stats=stats)
 
 
 def _validate_segments(segments: Sequence[Segment]) -> list[Segment]:

@@ -33,9 +33,9 @@ from ._compat_loading import (
     transformers_progress_enabled,
     transformers_version,
 )
-from ._compat import cpu_has_native_bf16
 from .config import DraftConfig
 from .errors import ConfigError, DraftModelError, DraftNotInstalledError, SpecPrefillError
+from .kernels import cpu_has_native_bf16
 
 __all__ = ["DraftModel", "clear_draft_cache", "converted_gguf_dir", "draft_cache_root", "load_draft"]
 

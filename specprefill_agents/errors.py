@@ -14,8 +14,6 @@ __all__ = [
     "DraftModelError",
     "DraftNotInstalledError",
     "ScoringError",
-    "BudgetError",
-    "ServiceUnavailableError",
 ]
 
 
@@ -41,11 +39,3 @@ class DraftNotInstalledError(DraftModelError, ImportError):
 
 class ScoringError(SpecPrefillError, RuntimeError):
     """The draft model failed while scoring (out of memory, model error)."""
-
-
-class BudgetError(SpecPrefillError, ValueError):
-    """The requested budget cannot be met even by keeping only the anchors."""
-
-
-class ServiceUnavailableError(SpecPrefillError, ConnectionError):
-    """The resident draft-model service cannot be reached or timed out."""

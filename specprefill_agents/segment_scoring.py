@@ -21,15 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from .cache import KVPrefixCache, ScoreCache, segment_chain
+from .budget import countable
+from .cache import ScoreCache, segment_chain
 from .config import CacheConfig, ScoringConfig
-from .scoring import DraftScorer, smooth_scores
+from .scoring import DraftScorer
 from .types import Segment, SegmentScores, TokenScores
 
-__all__ = ["SegmentScorer", "asked_query", "countable", "latest_user_turn"]
+__all__ = ["SegmentScorer", "asked_query", "latest_user_turn", "smooth_scores"]
 
 _SEPARATOR = "\n\n"
 _USER_ROLES = frozenset({"user", "human"})
+QUERY_WINDOW = 64  # with no query, the prompt's last draft tokens act as the query (and are kept)
+QUERY_PREFIX, QUERY_SUFFIX = "\n\nQuestion: ", "\nAnswer:"  # around an explicit query in the query block
+POOL_KERNEL = 13  # odd width of the average-pool smoothing over token scores
 
 
 @dataclass
@@ -44,13 +48,10 @@ class _Prompt:
 class SegmentScorer:
     """Scores lists of segments with one draft; owns the reuse caches. Thread-safe."""
 
-    def __init__(self, scorer: DraftScorer, cache: CacheConfig | None = None,
-                 kv_cache: KVPrefixCache | None = None) -> None:
+    def __init__(self, scorer: DraftScorer, cache: CacheConfig | None = None) -> None:
         self.scorer = scorer
         self.cache_config = cache or CacheConfig()
         cfg = self.cache_config
-        self.kv_cache = kv_cache if kv_cache is not None else (
-            KVPrefixCache(cfg.kv_cache_bytes) if cfg.kv_cache_bytes > 0 else None)
         self.results = ScoreCache(cfg.score_cache_entries)
         self.segment_scores = ScoreCache(cfg.score_cache_entries * 16 if cfg.mode == "approximate" else 0)
         self._config_json = scorer.config.to_json()
@@ -93,24 +94,24 @@ class SegmentScorer:
                            fresh.lookahead_tokens, fresh.timings, draft_tokens_reused=fresh.draft_tokens_reused)
 
     def _score_fresh(self, segments: Sequence[Segment], query: str | None) -> TokenScores:
-        sc, tok = self.config, self.scorer.draft.tokenizer
+        tok = self.scorer.draft.tokenizer
         t0 = time.perf_counter()
         prompt = _tokenize(tok, segments)
         if query is not None:
-            query_ids = _encode(tok, sc.query_prefix + countable(query) + sc.query_suffix)
+            query_ids = _encode(tok, QUERY_PREFIX + countable(query) + QUERY_SUFFIX)
             context_ids, tail = prompt.ids, 0
         else:  # the prompt's own tail is the query; it scores as "keep"
-            tail = min(sc.query_window, max(len(prompt.ids) - 1, 0))
+            tail = min(QUERY_WINDOW, max(len(prompt.ids) - 1, 0))
             context_ids, query_ids = prompt.ids[: len(prompt.ids) - tail], prompt.ids[len(prompt.ids) - tail:]
         if not query_ids:  # a one-token prompt: nothing to rank
             flat = tuple(SegmentScores(off, np.ones(len(off), dtype=np.float32)) for off in prompt.offsets)
             return TokenScores(flat, 0, 0, 0, {"tokenize": time.perf_counter() - t0})
         splits = sorted({p for r in prompt.ranges for p in r if 0 < p <= len(context_ids)})
         t1 = time.perf_counter()
-        raw = self.scorer.score(context_ids, query_ids, split_points=splits, kv_cache=self.kv_cache)
+        raw = self.scorer.score(context_ids, query_ids, split_points=splits)
         top = float(raw.scores.max()) if raw.scores.size else 1.0
         full = np.concatenate([raw.scores, np.full(tail, top, dtype=np.float32)])
-        full = smooth_scores(full, sc.pool_kernel, [a for a, _ in prompt.ranges])
+        full = smooth_scores(full, POOL_KERNEL, [a for a, _ in prompt.ranges])
         per_segment = tuple(SegmentScores(off, full[a:b]) for off, (a, b) in zip(prompt.offsets, prompt.ranges))
         return TokenScores(per_segment, raw.forwarded, raw.windows, raw.lookahead_tokens,
                            {"tokenize": t1 - t0, **raw.timings}, draft_tokens_reused=raw.reused)
@@ -134,15 +135,6 @@ def latest_user_turn(segments: Sequence[Segment]) -> str | None:
     return None
 
 
-def countable(text: str) -> str:
-    """``text`` with lone surrogates (undecodable input bytes) replaced by "?", same length."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-
-
 def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -159,3 +151,24 @@ def _tokenize(tokenizer: Any, segments: Sequence[Segment]) -> _Prompt:
         ids.extend(enc["input_ids"])
         offsets.append(np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2))
     return _Prompt(ids, ranges, offsets)
+
+
+def smooth_scores(scores: np.ndarray, kernel: int, boundaries: Sequence[int] = ()) -> np.ndarray:
+    """Average-pool ``scores`` with an odd ``kernel``, never across ``boundaries``.
+
+    Edges average over the part of the window that exists (no zero padding).
+    """
+    if kernel <= 1 or scores.size == 0:
+        return scores.astype(np.float32, copy=True)
+    out = np.empty_like(scores, dtype=np.float32)
+    cuts = [0, *[b for b in boundaries if 0 < b < scores.size], scores.size]
+    half = kernel // 2
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        if b <= a:
+            continue
+        part = scores[a:b].astype(np.float64)
+        csum = np.concatenate([[0.0], np.cumsum(part)])
+        idx = np.arange(b - a)
+        lo, hi = np.maximum(idx - half, 0), np.minimum(idx + half + 1, b - a)
+        out[a:b] = (csum[hi] - csum[lo]) / (hi - lo)
+    return out

@@ -86,16 +86,11 @@ def _groups(counts: np.ndarray, target: int) -> list[tuple[int, int]]:
     return groups
 
 
-def _chunks(
-    text: str, units: np.ndarray, scores: np.ndarray, counts: np.ndarray, target: int, reduce: str = "mean"
-) -> tuple[Chunk, ...]:
+def _chunks(text: str, units: np.ndarray, scores: np.ndarray, counts: np.ndarray, target: int) -> tuple[Chunk, ...]:
     groups = _groups(counts, target)
     firsts = np.array([g[0] for g in groups], dtype=np.int64)
     tokens = np.add.reduceat(counts, firsts)
-    if reduce == "max":
-        weighted = np.maximum.reduceat(scores, firsts)
-    else:
-        weighted = np.add.reduceat(scores * counts, firsts) / np.maximum(tokens, 1)
+    weighted = np.add.reduceat(scores * counts, firsts) / np.maximum(tokens, 1)
     bounds = [0, *(int(units[f, 0]) for f in firsts[1:]), len(text)]
     last = len(groups) - 1
     return tuple(
@@ -115,9 +110,8 @@ def plan_segment(
 
     ``kind`` is ``"auto"`` (detected), ``"prose"`` or ``"code"``.  Line units use
     ``config.code_chunk_tokens``, other units ``config.chunk_tokens``.  A chunk's
-    score is the draft-token-weighted mean (or, with ``chunk_reduce="max"``, the max) of its
-    unit scores.  Empty or
-    whitespace-only text gives one anchor chunk covering the whole text.
+    score is the draft-token-weighted mean of its unit scores, a unit's the max of its draft
+    tokens'.  Empty or whitespace-only text gives one anchor chunk covering the whole text.
     """
     if kind == "auto":
         kind = detect_kind(text)
@@ -127,10 +121,9 @@ def plan_segment(
     units = split_units(text, unit)
     if len(units) == 0:
         return SegmentPlan(text, kind, (Chunk(0, len(text), 0.0, 0, True),))  # type: ignore[arg-type]
-    scores, counts = unit_scores(units, token_offsets, token_scores, config.unit_reduce)
+    scores, counts = unit_scores(units, token_offsets, token_scores, "max")
     target = config.code_chunk_tokens if unit == "line" else config.chunk_tokens
-    return SegmentPlan(text, kind, _chunks(text, units, scores, counts, target,  # type: ignore[arg-type]
-                                           config.chunk_reduce))
+    return SegmentPlan(text, kind, _chunks(text, units, scores, counts, target))  # type: ignore[arg-type]
 
 
 # --- rendering --------------------------------------------------------------------
@@ -292,6 +285,7 @@ def choose(
     budget: int,
     counter: Counter,
     config: CompressionConfig,
+    whole: Sequence[int] | None = None,
 ) -> tuple[tuple[int, ...], ...]:
     """Indices of the chunks to keep in each plan (ascending), chosen globally.
 
@@ -301,9 +295,10 @@ def choose(
     including the gap marker they add or remove, fits; ``config.top_p`` stops early
     once the added chunks hold that share of the normalised score mass.  Finally the
     rendered output is counted: ``sum(counter(render(plan)))`` ends ≤ ``budget``
-    unless the anchors alone exceed it, in which case only anchors are kept.
+    unless the anchors alone exceed it, in which case only anchors are kept.  ``whole``: each
+    plan's text already counted with ``counter`` (counted here when not given).
     """
-    whole = [counter(plan.text) for plan in plans]
+    whole = [counter(plan.text) for plan in plans] if whole is None else list(whole)
     if sum(whole) <= budget:
         return tuple(tuple(range(len(plan.chunks))) for plan in plans)
     costs = [[counter(plan.chunk_text(i)) for i in range(len(plan.chunks))] for plan in plans]

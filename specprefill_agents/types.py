@@ -12,6 +12,7 @@ __all__ = [
     "KeptSpan",
     "SegmentScores",
     "TokenScores",
+    "TokenCounts",
     "CompressionStats",
     "CompressionResult",
 ]
@@ -73,16 +74,32 @@ class TokenScores:
 
 
 @dataclass(frozen=True)
-class CompressionStats:
-    """What a compression did and what it cost. Token counts name their counter.
+class TokenCounts:
+    """Tokens before and after compression, and the counter that counted them (the target's
+    tokenizer when one was given): what every stats record of the core and the integrations has."""
+
+    original_tokens: int
+    compressed_tokens: int
+    counted_with: str
+
+    @property
+    def saved_tokens(self) -> int:
+        return self.original_tokens - self.compressed_tokens
+
+    @property
+    def ratio(self) -> float:
+        """compressed / original (1.0 when nothing was counted)."""
+        return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
+
+
+@dataclass(frozen=True)
+class CompressionStats(TokenCounts):
+    """What a compression did and what it cost.
 
     ``original_tokens`` / ``compressed_tokens`` count every segment (protected ones
     included); ``budget_tokens`` applies to the compressible segments only.
     """
 
-    original_tokens: int
-    compressed_tokens: int
-    counted_with: str
     budget_tokens: int
     budget_exceeded: bool
     segments_total: int
@@ -97,15 +114,6 @@ class CompressionStats:
     timings: dict[str, float] = field(default_factory=dict)
     failure: str | None = None  # set when compression failed and the input passed through
 
-    @property
-    def saved_tokens(self) -> int:
-        return self.original_tokens - self.compressed_tokens
-
-    @property
-    def ratio(self) -> float:
-        """compressed / original (1.0 when nothing was counted)."""
-        return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
-
 
 @dataclass(frozen=True)
 class CompressionResult:
@@ -114,12 +122,11 @@ class CompressionResult:
     segments: tuple[Segment, ...]
     kept_spans: tuple[tuple[KeptSpan, ...], ...]
     stats: CompressionStats
-    separator: str = "\n\n"
 
     @property
     def text(self) -> str:
-        """All segments joined by ``separator`` (the input's own joiner for ``compress``)."""
-        return self.separator.join(s.text for s in self.segments)
+        """All segments' texts joined by a blank line."""
+        return "\n\n".join(s.text for s in self.segments)
 
     @property
     def texts(self) -> list[str]:

@@ -224,14 +224,11 @@ def test_restored_cache_is_not_mutated_by_later_steps() -> None:
         assert torch.equal(k0, k1) and torch.equal(v0, v1)
 
 
-@pytest.mark.parametrize("window_query", ["forward", "shift"])
-def test_windowed_entries_are_not_mutated_by_later_steps(window_query: str) -> None:
-    """Earlier windows' entries are read by later calls (stacked into a batch, or read as keys
-    for moved queries), never written."""
-    from specprefill_agents.config import ScoringConfig
-
+def test_windowed_entries_are_not_mutated_by_later_steps() -> None:
+    """Earlier windows' entries are read by later calls (as segments beside the query block's
+    cache), never written; here the windows form groups past the draft's context."""
     draft = tiny_draft("llama", max_pos=256)
-    config = CompressionConfig(scoring=ScoringConfig(window_query=window_query))
+    config = CompressionConfig()
     kv = KVPrefixCache(1 << 28)
     comp = SpecPrefillCompressor(draft, config, cache=CacheConfig(score_cache_entries=0), kv_cache=kv)
     comp.score_segments(_segments(4), "q")
@@ -247,13 +244,13 @@ def test_windowed_entries_are_not_mutated_by_later_steps(window_query: str) -> N
 def test_a_prefix_served_by_a_longer_entry_is_cut_to_the_prefix() -> None:
     """An entry stored for a longer context also answers for its shorter split points; the KV
     handed back for such a hit holds exactly the prefix, never the entry's later tokens."""
-    from specprefill_agents.scoring import DraftScorer
+    from specprefill_agents.scoring.window_kv import WindowKV
 
-    scorer = DraftScorer(tiny_draft("llama"))
     kv = KVPrefixCache(1 << 26)
+    windows = WindowKV(tiny_draft("llama"), kv, prefill_chunk=None)
     ids = list(range(3, 83))
-    full, _ = scorer._window_kv(ids, [30, 80], kv)  # forwarded and stored, split at 30
-    part, reused = scorer._window_kv(ids[:30], [30], kv)
+    full, _ = windows.snapshot(ids, [30, 80])  # forwarded and stored, split at 30
+    part, reused = windows.snapshot(ids[:30], [30])
     assert reused == 30 and len(kv) == 1
     for (k, v, seen), (fk, fv, _) in zip(part, full):
         assert seen == 30 and k.shape[-2] == v.shape[-2] == 30

@@ -1,4 +1,4 @@
-"""window_query="parallel": one query block after several windows side by side.
+"""Parallel context windows: one query block after several windows side by side.
 
 Each window keeps its own positions (0..), the block sits past a full window and attends to
 every window at once; each window's scores are its own softmax.  The reference builds that
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from specprefill_agents import CacheConfig, CompressionConfig, KVPrefixCache, SpecPrefillCompressor
-from specprefill_agents.attention_capture import attend_with_segments
 from specprefill_agents.config import ScoringConfig
+from specprefill_agents.kernels import attend_with_segments
 from specprefill_agents.scoring import DraftScorer, plan_windows
 from tests._tiny import ARCHS, tiny_draft
 from tests.unit.test_cache import _segments
@@ -86,7 +86,7 @@ def test_parallel_windows_match_an_eager_reference(arch: str) -> None:
     """Four windows under one block (gemma3: its sliding layers see only each window's tail)."""
     draft = tiny_draft(arch)
     context, query = _ids(300, 21), _ids(10, 22)
-    cfg = ScoringConfig(lookahead=3, pool_kernel=1, window_tokens=96)
+    cfg = ScoringConfig(lookahead=3, window_tokens=96)
     scorer = DraftScorer(draft, cfg)
     raw = scorer.score(context, query)
     windows = plan_windows(300, 96)
@@ -101,7 +101,7 @@ def test_parallel_windows_match_an_eager_reference(arch: str) -> None:
 def test_groups_of_windows_past_the_draft_context_share_the_latest_groups_lookahead() -> None:
     draft = tiny_draft("qwen2", max_pos=128)
     context, query = _ids(200, 23), _ids(10, 24)
-    cfg = ScoringConfig(lookahead=3, pool_kernel=1, window_tokens=40)
+    cfg = ScoringConfig(lookahead=3, window_tokens=40)
     scorer = DraftScorer(draft, cfg)
     raw = scorer.score(context, query)
     prefix = scorer._prefix
@@ -114,15 +114,6 @@ def test_groups_of_windows_past_the_draft_context_share_the_latest_groups_lookah
     parts = [latest] + [_reference(draft, prefix, g, query, base, 3, forced=tokens)[0] for g in groups[1:]]
     np.testing.assert_allclose(raw.scores, np.concatenate(parts[::-1]), atol=1e-5, rtol=1e-4)
     assert raw.forwarded == 200 + 5 * len(prefix) + 3 * (10 + len(tokens))
-
-
-def test_one_window_is_scored_as_before() -> None:
-    draft = tiny_draft("llama")
-    context, query = _ids(200, 25), _ids(9, 26)
-    parallel = DraftScorer(draft, ScoringConfig(lookahead=2)).score(context, query)
-    forward = DraftScorer(draft, ScoringConfig(lookahead=2, window_query="forward")).score(context, query)
-    assert parallel.windows == forward.windows == 1
-    np.testing.assert_array_equal(parallel.scores, forward.scores)
 
 
 @pytest.mark.parametrize("fused", [None, False])
@@ -192,16 +183,3 @@ def test_cached_windows_give_the_same_scores_and_are_never_written(arch: str) ->
     for key, layers in before.items():
         for (k0, v0), (k1, v1, _) in zip(layers, kv._entries[key].layers):
             assert torch.equal(k0, k1) and torch.equal(v0, v1)
-
-
-def test_parallel_windows_caps_how_many_windows_one_query_block_reads() -> None:
-    draft = tiny_draft("llama")
-    context, query = _ids(200, 27), _ids(10, 28)
-    scorer = DraftScorer(draft, ScoringConfig(lookahead=2, window_tokens=40, parallel_windows=2))
-    capped = scorer.score(context, query)
-    whole = DraftScorer(draft, ScoringConfig(lookahead=2, window_tokens=40)).score(context, query)
-    pre = len(scorer._prefix)
-    assert capped.windows == whole.windows == 5
-    assert whole.forwarded == 200 + 5 * pre + 10 + whole.lookahead_tokens  # one block reads all 5
-    assert capped.forwarded == 200 + 5 * pre + 3 * (10 + capped.lookahead_tokens)  # groups of 2, 2, 1
-    assert not np.allclose(capped.scores, whole.scores)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._failure import OnFailure
+from specprefill_agents import OnFailure
+
 from .callbacks import RunStats, SpecPrefillCallbackHandler
 from .chat_models import METADATA_KEY, SpecPrefillLLM
 from .document_compressors import SpecPrefillDocumentCompressor, SpecPrefillDocumentTransformer

@@ -29,7 +29,7 @@ from langchain_core.runnables import RunnableConfig
 from .engine import EVENT_NAME, CompressionReport
 
 __all__ = ["child_manager", "achild_manager", "emit", "aemit", "emit_in_context", "aemit_in_context",
-           "stash", "take", "stand_in_run"]
+           "emit_to_callbacks", "aemit_to_callbacks", "stash", "take", "stand_in_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,3 +130,17 @@ async def aemit_in_context(report: CompressionReport, source: str, config: Runna
         await adispatch_custom_event(EVENT_NAME, _data(report, source), config=config)
     except RuntimeError:
         logger.debug("no parent run to attach the %s event to", EVENT_NAME)
+
+
+def emit_to_callbacks(callbacks: Callbacks, report: CompressionReport, source: str) -> None:
+    """Send the stats event to ``callbacks`` (what a retriever hands its document compressor), as
+    an event of their parent run."""
+    manager = CallbackManager.configure(inheritable_callbacks=callbacks)
+    if manager.handlers:
+        manager.on_custom_event(EVENT_NAME, _data(report, source), run_id=manager.parent_run_id)
+
+
+async def aemit_to_callbacks(callbacks: Callbacks, report: CompressionReport, source: str) -> None:
+    manager = AsyncCallbackManager.configure(inheritable_callbacks=callbacks)
+    if manager.handlers:
+        await manager.on_custom_event(EVENT_NAME, _data(report, source), run_id=manager.parent_run_id)

@@ -1,26 +1,29 @@
 """What the integration needs from a compressor: resolution, identity, token counting.
 
-A compressor is anything with ``compress_segments(segments, query=None, *, keep_ratio=None,
-max_tokens=None, token_counter=None) -> CompressionResult``: the in-process
-:class:`~specprefill_agents.SpecPrefillCompressor`, a user's own, or (later) the resident
-service's client.  Nothing here loads a model.
+A compressor implements the core's :class:`~specprefill_agents.Compressor` protocol: the
+in-process :class:`~specprefill_agents.SpecPrefillCompressor`, a user's own, or a client of
+the resident service.  Nothing here loads a model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from cachetools import LRUCache
-from specprefill_agents import ConfigError, DraftConfig, DraftModel, SpecPrefillCompressor
-from specprefill_agents.segment_scoring import countable
-from specprefill_agents.budget import make_counter
 
-__all__ = ["TokenCounter", "resolve_compressor", "compressor_identity", "check_budget", "Counter"]
+from specprefill_agents import (
+    ConfigError,
+    DraftConfig,
+    DraftModel,
+    SpecPrefillCompressor,
+    TokenCounter,
+    countable,
+    make_counter,
+)
 
-TokenCounter = Callable[[str], int]
+__all__ = ["resolve_compressor", "compressor_identity", "check_budget", "Counter"]
 
 
 def resolve_compressor(compressor: Any) -> Any:
@@ -35,7 +38,8 @@ def resolve_compressor(compressor: Any) -> Any:
         return SpecPrefillCompressor(compressor, on_failure="raise")
     if not callable(getattr(compressor, "compress_segments", None)):
         raise ConfigError(
-            f"compressor must be a SpecPrefillCompressor (or have its compress_segments method), "
+            f"compressor must implement specprefill_agents.Compressor (at least compress_segments): a "
+            f"SpecPrefillCompressor or a client, "
             f"a draft spec such as 'embedded', or None; got {type(compressor).__name__}"
         )
     return compressor
@@ -74,8 +78,9 @@ def _approximate(text: str) -> int:
 class Counter:
     """Counts tokens for the integration's stats, with a small cache of recent texts.
 
-    The caller's counter when given (the target's tokenizer), else the compressor's draft
-    tokenizer, else an approximation (4 characters a token) named ``"chars/4"``.
+    The caller's counter when given (the target's tokenizer), else the one the compressor
+    counts with (:meth:`~specprefill_agents.Compressor.counter`: its draft's tokenizer), else an
+    approximation (4 characters a token) named ``"chars/4"`` when the compressor cannot say.
     """
 
     def __init__(self, token_counter: Any, compressor: Any, cache_size: int = 4096) -> None:
@@ -90,16 +95,9 @@ class Counter:
 
     def _resolve(self) -> TokenCounter:
         if self._count is None:
-            draft = None
             try:  # loads the draft if needed: it is loaded for compression anyway
-                draft = getattr(self._compressor, "draft", None)
-            except Exception:  # a draft that cannot load: count approximately, compression reports why
-                draft = None
-            tokenizer = getattr(draft, "tokenizer", None)
-            if tokenizer is not None:
-                self._count, name = make_counter(tokenizer)
-                self.name = f"draft:{getattr(draft, 'name', None) or name}"  # as the core names it
-            else:
+                self._count, self.name = self._compressor.counter()
+            except Exception:  # no counter, or a draft that cannot load: compression reports why
                 self._count, self.name = _approximate, "chars/4"
         return self._count
 

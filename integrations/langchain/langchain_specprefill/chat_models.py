@@ -21,6 +21,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.uuid import uuid7
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from specprefill_agents import OnFailure
+
 from ._callbacks import (
     achild_manager,
     aemit,
@@ -32,7 +34,6 @@ from ._callbacks import (
     stash,
     take,
 )
-from ._failure import OnFailure
 from .engine import CompressionReport, MessageCompressor
 from .policy import MessagePolicy
 

@@ -11,15 +11,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
+from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, BaseDocumentTransformer, Document
 from langchain_core.runnables.config import run_in_executor
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
-from specprefill_agents import Segment
 
+from specprefill_agents import OnFailure, Segment, TokenCounts, handle_failure
+
+from ._callbacks import aemit_to_callbacks, emit_to_callbacks
 from ._core import Counter, check_budget, resolve_compressor
-from ._failure import CompressorFailure, OnFailure, handle_failure
-from .engine import EVENT_NAME, CompressionReport
+from .engine import CompressionReport, Tally, check_result
 
 __all__ = ["SpecPrefillDocumentCompressor", "SpecPrefillDocumentTransformer"]
 
@@ -47,19 +48,17 @@ class _DocumentCompression(BaseModel):
         start = time.perf_counter()
         documents = list(documents)
         segments = [Segment(d.page_content, role="document", id=str(i)) for i, d in enumerate(documents)]
-        texts, stats, failure = [d.page_content for d in documents], None, None
+        texts, failure, tally = [d.page_content for d in documents], None, Tally()
         spans: list[list[list[int]]] = [[[0, len(t)]] for t in texts]
         if documents:
             try:
                 result = self.compressor.compress_segments(
                     segments, query, keep_ratio=self.keep_ratio, max_tokens=self.budget_tokens,
                     token_counter=self.token_counter)
-                if getattr(result.stats, "failure", None):
-                    raise CompressorFailure(result.stats.failure)
-                if len(result.segments) != len(documents):
-                    raise CompressorFailure(f"got {len(result.segments)} texts back for {len(documents)} documents")
-                texts, stats = [s.text for s in result.segments], result.stats
+                check_result(result, segments, set(range(len(segments))))
+                texts = [s.text for s in result.segments]
                 spans = [[[k.start, k.end] for k in kept] for kept in result.kept_spans]
+                tally.add(result)
             except Exception as exc:
                 failure = handle_failure(self.on_failure, exc, type(self).__name__)
         out, before, after = [], 0, 0
@@ -70,28 +69,10 @@ class _DocumentCompression(BaseModel):
                     "kept_spans": kept, "query": query, "failure": failure}
             out.append(doc.model_copy(update={"page_content": text,
                                               "metadata": {**doc.metadata, self.metadata_key: info}}))
-        report = CompressionReport(
-            original_tokens=before, compressed_tokens=after, counted_with=self._counter.name, items=len(documents),
-            items_compressed=sum(1 for d, t in zip(documents, texts) if t != d.page_content),
-            groups=1 if documents else 0, calls=1 if stats is not None else 0,
-            draft_tokens_forwarded=getattr(stats, "draft_tokens_forwarded", 0),
-            draft_tokens_reused=getattr(stats, "draft_tokens_reused", 0),
-            score_cache_hits=getattr(stats, "score_cache_hits", 0),
-            scoring_seconds=float((getattr(stats, "timings", None) or {}).get("total", 0.0)),
-            seconds=round(time.perf_counter() - start, 6), failure=failure)
+        changed = sum(1 for d, t in zip(documents, texts) if t != d.page_content)
+        report = tally.report(TokenCounts(before, after, self._counter.name), len(documents), changed,
+                              1 if documents else 0, failure, start)
         return out, report
-
-    def _emit(self, callbacks: Callbacks, report: CompressionReport) -> None:
-        manager = CallbackManager.configure(inheritable_callbacks=callbacks)
-        if manager.handlers:
-            manager.on_custom_event(EVENT_NAME, {"source": type(self).__name__, **report.to_dict()},
-                                    run_id=manager.parent_run_id)
-
-    async def _aemit(self, callbacks: Callbacks, report: CompressionReport) -> None:
-        manager = AsyncCallbackManager.configure(inheritable_callbacks=callbacks)
-        if manager.handlers:
-            await manager.on_custom_event(EVENT_NAME, {"source": type(self).__name__, **report.to_dict()},
-                                          run_id=manager.parent_run_id)
 
 
 class SpecPrefillDocumentCompressor(_DocumentCompression, BaseDocumentCompressor):
@@ -105,13 +86,13 @@ class SpecPrefillDocumentCompressor(_DocumentCompression, BaseDocumentCompressor
     def compress_documents(self, documents: Sequence[Document], query: str,
                            callbacks: Callbacks | None = None) -> Sequence[Document]:
         out, report = self._compress(documents, query or None)
-        self._emit(callbacks, report)
+        emit_to_callbacks(callbacks, report, type(self).__name__)
         return out
 
     async def acompress_documents(self, documents: Sequence[Document], query: str,
                                   callbacks: Callbacks | None = None) -> Sequence[Document]:
         out, report = await run_in_executor(None, self._compress, documents, query or None)
-        await self._aemit(callbacks, report)
+        await aemit_to_callbacks(callbacks, report, type(self).__name__)
         return out
 
 

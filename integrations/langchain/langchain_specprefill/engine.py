@@ -25,20 +25,32 @@ from typing import Any
 from cachetools import LRUCache
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables.config import run_in_executor
-from specprefill_agents import Segment
+
+from specprefill_agents import (
+    CompressionResult,
+    OnFailure,
+    ScoringError,
+    Segment,
+    TokenCounts,
+    check_on_failure,
+    handle_failure,
+)
 
 from ._core import Counter, check_budget, compressor_identity, resolve_compressor
-from ._failure import CompressorFailure, OnFailure, check_on_failure, handle_failure
 from .policy import MessagePlan, MessagePolicy, apply_plan, plan_messages
 
-__all__ = ["CompressionReport", "MessageCompressor", "EVENT_NAME"]
+__all__ = ["CompressionReport", "CompressorFailure", "MessageCompressor", "EVENT_NAME"]
 
 EVENT_NAME = "specprefill_compression"
 """Name of the custom callback event every compression emits (data: ``CompressionReport.to_dict()``)."""
 
 
+class CompressorFailure(ScoringError):
+    """A compressor reported a failure in its result instead of raising (it fell back itself)."""
+
+
 @dataclass(frozen=True)
-class CompressionReport:
+class CompressionReport(TokenCounts):
     """What one compression of a message list (or document batch) did and cost.
 
     Token counts cover every text part (protected ones included) and name their counter.
@@ -46,9 +58,6 @@ class CompressionReport:
     (``draft_tokens_reused`` / ``score_cache_hits``: its KV prefix and score caches).
     """
 
-    original_tokens: int
-    compressed_tokens: int
-    counted_with: str
     items: int  # messages or documents
     items_compressed: int
     groups: int = 0
@@ -61,14 +70,6 @@ class CompressionReport:
     seconds: float = 0.0
     failure: str | None = None
 
-    @property
-    def saved_tokens(self) -> int:
-        return self.original_tokens - self.compressed_tokens
-
-    @property
-    def ratio(self) -> float:
-        return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
-
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "saved_tokens": self.saved_tokens, "ratio": round(self.ratio, 4)}
 
@@ -80,13 +81,45 @@ class _Group:
 
 
 @dataclass
-class _Tally:
+class Tally:
+    """The core's stats of the calls one compression made, added up."""
+
     calls: int = 0
     reused: int = 0
     forwarded: int = 0
     draft_reused: int = 0
     score_hits: int = 0
     scoring: float = 0.0
+
+    def add(self, result: CompressionResult) -> None:
+        stats = result.stats
+        self.calls += 1
+        self.forwarded += stats.draft_tokens_forwarded
+        self.draft_reused += stats.draft_tokens_reused
+        self.score_hits += stats.score_cache_hits
+        self.scoring += float(stats.timings.get("total", 0.0))
+
+    def report(self, counts: TokenCounts, items: int, items_compressed: int, groups: int, failure: str | None,
+               start: float) -> CompressionReport:
+        return CompressionReport(
+            original_tokens=counts.original_tokens, compressed_tokens=counts.compressed_tokens,
+            counted_with=counts.counted_with, items=items, items_compressed=items_compressed, groups=groups,
+            groups_reused=self.reused, calls=self.calls, draft_tokens_forwarded=self.forwarded,
+            draft_tokens_reused=self.draft_reused, score_cache_hits=self.score_hits,
+            scoring_seconds=round(self.scoring, 6), seconds=round(time.perf_counter() - start, 6), failure=failure)
+
+
+def check_result(result: CompressionResult, segments: Sequence[Segment], members: set[int]) -> None:
+    """Raise :class:`CompressorFailure` unless ``result`` answers ``segments``: no failure, one
+    segment per input, and every segment outside ``members`` unchanged."""
+    failure = result.stats.failure
+    if failure:
+        raise CompressorFailure(failure)
+    if len(result.segments) != len(segments):
+        raise CompressorFailure(f"the compressor returned {len(result.segments)} segments for {len(segments)}")
+    for i, (before, after) in enumerate(zip(segments, result.segments)):
+        if i not in members and after.text != before.text:
+            raise CompressorFailure(f"the compressor changed protected segment {i}")
 
 
 def _groups(plan: MessagePlan) -> list[_Group]:
@@ -144,7 +177,7 @@ class MessageCompressor:
         messages = list(messages)
         plan = plan_messages(messages, self.policy)
         texts = [s.text for s in plan.segments]
-        groups, tally, failure = _groups(plan), _Tally(), None
+        groups, tally, failure = _groups(plan), Tally(), None
         try:
             for group in groups:
                 for i, text in zip(group.members, self._group(plan, group, tally)):
@@ -176,7 +209,7 @@ class MessageCompressor:
                              [query, self.keep_ratio, self.budget_tokens], ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
-    def _group(self, plan: MessagePlan, group: _Group, tally: _Tally) -> tuple[str, ...]:
+    def _group(self, plan: MessagePlan, group: _Group, tally: Tally) -> tuple[str, ...]:
         segments = self._call_segments(plan, group)
         key = self._key(segments, plan.query) if self._memo is not None else ""
         if self._memo is not None:
@@ -188,41 +221,19 @@ class MessageCompressor:
         result = self.compressor.compress_segments(
             segments, plan.query, keep_ratio=self.keep_ratio, max_tokens=self.budget_tokens,
             token_counter=self._token_counter)
-        out = self._check(segments, result, group)
-        stats = result.stats
-        tally.calls += 1
-        tally.forwarded += getattr(stats, "draft_tokens_forwarded", 0)
-        tally.draft_reused += getattr(stats, "draft_tokens_reused", 0)
-        tally.score_hits += getattr(stats, "score_cache_hits", 0)
-        tally.scoring += float((getattr(stats, "timings", None) or {}).get("total", 0.0))
+        check_result(result, segments, set(group.members))
+        out = tuple(result.segments[i].text for i in group.members)
+        tally.add(result)
         if self._memo is not None:
             with self._lock:
                 self._memo[key] = out
         return out
 
-    @staticmethod
-    def _check(segments: list[Segment], result: Any, group: _Group) -> tuple[str, ...]:
-        failure = getattr(result.stats, "failure", None)
-        if failure:
-            raise CompressorFailure(failure)
-        if len(result.segments) != len(segments):
-            raise CompressorFailure(f"the compressor returned {len(result.segments)} segments for {len(segments)}")
-        members = set(group.members)
-        for i, (before, after) in enumerate(zip(segments, result.segments)):
-            if i not in members and after.text != before.text:
-                raise CompressorFailure(f"the compressor changed protected segment {i}")
-        return tuple(result.segments[i].text for i in group.members)
-
     def _report(self, plan: MessagePlan, texts: list[str], before: list[BaseMessage], after: list[BaseMessage],
-                groups: list[_Group], tally: _Tally, failure: str | None, start: float) -> CompressionReport:
+                groups: list[_Group], tally: Tally, failure: str | None, start: float) -> CompressionReport:
         counted = {p.segment for part in plan.parts for p in part.pieces}
         original = sum(self.counter(plan.segments[i].text) for i in counted)
         saved = sum(self.counter(plan.segments[i].text) - self.counter(texts[i])
                     for i in counted if texts[i] != plan.segments[i].text)
-        return CompressionReport(
-            original_tokens=original, compressed_tokens=original - saved, counted_with=self.counter.name,
-            items=len(before), items_compressed=sum(1 for a, b in zip(before, after) if a is not b),
-            groups=len(groups), groups_reused=tally.reused, calls=tally.calls,
-            draft_tokens_forwarded=tally.forwarded, draft_tokens_reused=tally.draft_reused,
-            score_cache_hits=tally.score_hits, scoring_seconds=round(tally.scoring, 6),
-            seconds=round(time.perf_counter() - start, 6), failure=failure)
+        return tally.report(TokenCounts(original, original - saved, self.counter.name), len(before),
+                            sum(1 for a, b in zip(before, after) if a is not b), len(groups), failure, start)

@@ -21,8 +21,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "langchain_specprefill.middleware needs langchain>=1.0: pip install 'langchain-specprefill[agents]'"
     ) from exc
 
+from specprefill_agents import OnFailure
+
 from ._callbacks import aemit_in_context, emit_in_context
-from ._failure import OnFailure
 from .engine import CompressionReport, MessageCompressor
 from .policy import MessagePolicy
 

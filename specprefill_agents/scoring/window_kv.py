@@ -1,0 +1,93 @@
+"""The draft's KV of context windows: looked up in the prefix cache, restored, prefilled, stored.
+
+A window's KV is keyed by the hash of its token prefix at each split point (segment
+boundaries): a later call finds the longest cached prefix, restores it and forwards only the
+rest.  Entries are never written again once stored (DESIGN section 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .._compat import KVLayers, cut_kv, forward, kv_nbytes, new_kv_cache, restore_kv, snapshot_kv
+from ..cache import KVEntry, KVPrefixCache, token_prefix_keys
+from ..draft import DraftModel
+
+__all__ = ["OpenWindow", "WindowKV"]
+
+
+@dataclass(frozen=True)
+class OpenWindow:
+    """A window being filled: its KV cache (holding ``reused`` tokens so far), its token ids, the
+    prefix lengths it may be looked up by, and their cache keys."""
+
+    cache: Any
+    ids: list[int]
+    lengths: list[int]
+    keys: list[str]
+    reused: int
+
+
+class WindowKV:
+    """KV of context windows for one draft; owns the prefix cache (None: nothing is reused).
+    Thread-safe: no per-call state on self."""
+
+    def __init__(self, draft: DraftModel, kv_cache: KVPrefixCache | None, prefill_chunk: int | None) -> None:
+        self.model, self.kv_cache, self.prefill_chunk = draft.model, kv_cache, prefill_chunk
+        self._namespace = f"{draft.name}|{draft.dtype}|{draft.device}"  # KV depends on these, not the config
+
+    def snapshot(self, ids: list[int], lengths: list[int]) -> tuple[KVLayers, int]:
+        """The KV of ``ids``, and how many of its tokens came from the cache: views of a cached
+        entry when it covers all of them (no copy, no forward; the entry may hold a longer
+        context), else the cached prefix plus a forward of the rest (then stored)."""
+        entry, reused, keys = self._lookup(ids, lengths)
+        if entry is not None and reused == len(ids):
+            return cut_kv(entry.layers, reused), reused
+        window = OpenWindow(self._resume(entry, reused, len(ids)), ids, lengths, keys, reused)
+        self.prefill(window, len(ids))
+        self.store(window)
+        return snapshot_kv(window.cache, len(ids))[0], reused
+
+    def open(self, ids: list[int], lengths: list[int], extra: int) -> OpenWindow:
+        """A window holding the longest cached prefix of ``ids`` (or nothing), its cache sized once
+        for the rest of ``ids`` plus ``extra`` tokens (query block and lookahead)."""
+        entry, reused, keys = self._lookup(ids, lengths)
+        return OpenWindow(self._resume(entry, reused, len(ids) + extra), ids, lengths, keys, reused)
+
+    def prefill(self, window: OpenWindow, end: int) -> None:
+        """Forward ``window.ids[reused:end]`` into its cache, ``prefill_chunk`` tokens at a time."""
+        step = self.prefill_chunk or max(end - window.reused, 1)
+        for start in range(window.reused, end, step):
+            forward(self.model, window.ids[start:min(start + step, end)], window.cache)
+
+    def last_chunk_start(self, window: OpenWindow) -> int:
+        """Where the last prefill chunk of the window's new tokens starts (it can run with the query)."""
+        n, begin = len(window.ids), window.reused
+        if n <= begin:
+            return n
+        step = self.prefill_chunk or (n - begin)
+        return begin + ((n - begin - 1) // step) * step
+
+    def store(self, window: OpenWindow) -> None:
+        """Keep the KV of the window's context tokens (never a query block or lookahead) for later calls."""
+        if self.kv_cache is None or window.reused >= len(window.ids):
+            return
+        layers, sliding = snapshot_kv(window.cache, len(window.ids))
+        entry = KVEntry(layers, len(window.ids), sliding, kv_nbytes(layers), tuple(window.keys))
+        self.kv_cache.put(window.keys[-1], entry, window.lengths)
+
+    def _lookup(self, ids: list[int], lengths: list[int]) -> tuple[KVEntry | None, int, list[str]]:
+        """The cached entry covering the longest prefix of ``ids`` ending at one of ``lengths``
+        (None), the tokens it covers and the prefix keys of ``ids`` (for storing it later)."""
+        if self.kv_cache is None:
+            return None, 0, []
+        keys = token_prefix_keys(self._namespace, ids, lengths)
+        hit = self.kv_cache.lookup(keys, lengths)
+        return (None, 0, keys) if hit is None else (hit[0], hit[1], keys)
+
+    def _resume(self, entry: KVEntry | None, start: int, capacity: int) -> Any:
+        """A fresh cache for ``capacity`` tokens holding the first ``start`` tokens of ``entry``."""
+        if entry is None:
+            return new_kv_cache(self.model, capacity)
+        return restore_kv(self.model, entry.layers, start, capacity - start)
