@@ -258,7 +258,7 @@ class OursDetrended(_RescoredOurs):
 
 
 class OursTwoPass(_RescoredOurs):
-    """Prototype (not in the library; measured no better, see results/retention_ablation3_cpu.md):
+    """Prototype (not in the library; measured no better, see results/retention_dtype_windows_cpu.md):
     multi-hop query expansion.  Pass 1 scores with the question; the ``hops`` best chunks of
     pass 1 are prepended to the question and pass 2 scores again; a token's score is the max of
     the two passes.  Aimed at second hops that share no word with the question (two-hop, variable
