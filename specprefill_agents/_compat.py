@@ -271,12 +271,12 @@ def forward(model: Any, ids: list[int], cache: Any, *, position_ids: torch.Tenso
     """
     device = model.device
     out = model(input_ids=torch.tensor([ids], device=device), position_ids=position_ids, use_cache=True,
-                logits_to_keep=1 if logits else _no_logits(device), **{_cache_keyword(type(model)): cache})
+                logits_to_keep=1 if logits else _no_logits(device), **{_cache_keyword(model.__class__): cache})
     return out.logits[0, -1] if logits else None
 
 
 @functools.cache
-def _cache_keyword(model_class: type) -> str:
+def _cache_keyword(model_class: Any) -> str:
     params = inspect.signature(model_class.forward).parameters
     return "cache" if "cache" in params or "past_key_values" not in params else "past_key_values"
 

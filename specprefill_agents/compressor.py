@@ -76,24 +76,17 @@ class SpecPrefillCompressor:
         if self._scorer is None:
             with self._lock:
                 if self._scorer is None:
-                    draft = self._draft or load_draft(self._draft_config())
-                    self._draft = draft
+                    self._draft = self._draft or load_draft(_draft_config(self._draft_spec))
                     kv, size = self._shared_kv, self.cache_config.kv_cache_bytes
                     kv = kv if kv is not None else (KVPrefixCache(size) if size > 0 else None)
-                    self._scorer = SegmentScorer(DraftScorer(draft, self.config.scoring, kv), self.cache_config)
+                    self._scorer = SegmentScorer(DraftScorer(self._draft, self.config.scoring, kv), self.cache_config)
         return self._scorer
 
     def identity(self) -> dict[str, Any]:
         """What decides this compressor's output (draft, config, cache mode), without loading
         anything: a plain dict for callers' cache keys (LangChain's LLM cache, memo tables)."""
         spec = self._draft if self._draft is not None else self._draft_spec
-        draft: Any = spec.name if isinstance(spec, DraftModel) else (
-            spec.to_dict() if isinstance(spec, DraftConfig) else str(spec))
-        return {"draft": draft, "config": self.config.to_dict(), "cache_mode": self.cache_config.mode}
-
-    def _draft_config(self) -> DraftConfig:
-        spec = self._draft_spec
-        return spec if isinstance(spec, DraftConfig) else DraftConfig(model=str(spec))
+        return {"draft": _draft_name(spec), "config": self.config.to_dict(), "cache_mode": self.cache_config.mode}
 
     # ------------------------------------------------------------------ public API
     def compress(
@@ -136,7 +129,8 @@ class SpecPrefillCompressor:
         segments = _validate_segments(segments)
         if query is not None and not isinstance(query, str):
             raise InputError(f"query must be a str or None, got {type(query).__name__}")
-        config = self._call_config(keep_ratio, max_tokens)
+        config = self.config if keep_ratio is None and max_tokens is None else \
+            self.config.replace(keep_ratio=keep_ratio, max_tokens=max_tokens)
         counter, counter_name = self.counter(token_counter)
         counts = [counter(countable(s.text)) for s in segments]
         try:
@@ -149,11 +143,6 @@ class SpecPrefillCompressor:
             return dataclasses.replace(result, stats=dataclasses.replace(result.stats, failure=failure))
 
     # ------------------------------------------------------------------ internals
-    def _call_config(self, keep_ratio: float | None, max_tokens: int | None) -> CompressionConfig:
-        if keep_ratio is None and max_tokens is None:
-            return self.config
-        return self.config.replace(keep_ratio=keep_ratio, max_tokens=max_tokens)
-
     def counter(self, token_counter: Any = None) -> tuple[TokenCounter, str]:
         """The counter (and its name) a call with ``token_counter`` counts budgets and stats with:
         ``token_counter``, else the compressor's default, else the draft's tokenizer (loads it)."""
@@ -174,33 +163,21 @@ class SpecPrefillCompressor:
             return _passthrough(segments, counts, counter_name, budget=0)
         token_scores = self._ensure_scorer().score(segments, query)
         t_score = time.perf_counter()
-        plans = {i: plan_segment(segments[i].text, token_scores.segments[i].offsets,
-                                 token_scores.segments[i].scores, config, kind=segments[i].kind)
-                 for i in eligible}
-        asked = asked_query(segments, query)
-        if config.lexical_boost and asked:
-            plans = dict(zip(plans, boost_plans(list(plans.values()), asked, config.lexical_boost)))
         budget = budget_tokens(sum(counts[i] for i in eligible), config.keep_ratio, config.max_tokens)
-        order = sorted(plans)
-        kept = dict(zip(order, choose([plans[i] for i in order], budget, counter, config,
-                                      whole=[counts[i] for i in order])))
-        out, spans, new_counts = list(segments), [_full_span(s.text) for s in segments], list(counts)
-        for i in order:
-            text, spans[i] = render(plans[i], kept[i], config)
-            out[i] = dataclasses.replace(segments[i], text=text)
-            new_counts[i] = counter(text)
+        out, spans, new_counts = _select(segments, counts, eligible, token_scores, asked_query(segments, query),
+                                         budget, config, counter)
         t_end = time.perf_counter()
-        used = sum(new_counts[i] for i in order)
+        used = sum(new_counts[i] for i in eligible)
         if used > budget:
             logger.info("budget of %d tokens exceeded (%d) by the anchors alone", budget, used)
-        timings = {**token_scores.timings, "select": t_end - t_score, "total": t_end - t_start}
         stats = CompressionStats(
             original_tokens=sum(counts), compressed_tokens=sum(new_counts), counted_with=counter_name,
             budget_tokens=budget, budget_exceeded=used > budget, segments_total=len(segments),
-            segments_compressed=sum(1 for i in order if out[i].text != segments[i].text),
+            segments_compressed=sum(1 for i in eligible if out[i].text != segments[i].text),
             draft_tokens_forwarded=token_scores.draft_tokens_forwarded,
             draft_tokens_reused=token_scores.draft_tokens_reused, score_cache_hits=token_scores.score_cache_hits,
-            windows=token_scores.windows, lookahead_tokens=token_scores.lookahead_tokens, timings=timings)
+            windows=token_scores.windows, lookahead_tokens=token_scores.lookahead_tokens,
+            timings={**token_scores.timings, "select": t_end - t_score, "total": t_end - t_start})
         return CompressionResult(tuple(out), tuple(spans), stats)
 
     def score_segments(self, segments: Sequence[Segment], query: str | None = None) -> TokenScores:
@@ -210,6 +187,35 @@ class SpecPrefillCompressor:
         onto any tokenizer's tokens or onto words/lines.
         """
         return self._ensure_scorer().score(_validate_segments(segments), query)
+
+
+def _draft_config(spec: str | DraftConfig | DraftModel) -> DraftConfig:
+    return spec if isinstance(spec, DraftConfig) else DraftConfig(model=str(spec))
+
+
+def _draft_name(spec: str | DraftConfig | DraftModel) -> Any:
+    if isinstance(spec, DraftModel):
+        return spec.name
+    return spec.to_dict() if isinstance(spec, DraftConfig) else str(spec)
+
+
+def _select(segments: list[Segment], counts: list[int], eligible: list[int], token_scores: TokenScores,
+            asked: str | None, budget: int, config: CompressionConfig,
+            counter: TokenCounter) -> tuple[list[Segment], list[tuple[KeptSpan, ...]], list[int]]:
+    """The selection stage: chunk the eligible segments (``eligible``, ascending), raise the chunks
+    that match the query, choose under one budget, render.  Returns every segment (compressed or
+    as given), its kept spans and its token count."""
+    plans = [plan_segment(segments[i].text, token_scores.segments[i].offsets, token_scores.segments[i].scores,
+                          config, kind=segments[i].kind) for i in eligible]
+    if config.lexical_boost and asked:
+        plans = boost_plans(plans, asked, config.lexical_boost)
+    kept = choose(plans, budget, counter, config, whole=[counts[i] for i in eligible])
+    out, spans, new_counts = list(segments), [_full_span(s.text) for s in segments], list(counts)
+    for i, plan, chosen in zip(eligible, plans, kept):
+        text, spans[i] = render(plan, chosen, config)
+        out[i] = dataclasses.replace(segments[i], text=text)
+        new_counts[i] = counter(text)
+    return out, spans, new_counts
 
 
 def _validate_segments(segments: Sequence[Segment]) -> list[Segment]:

@@ -8,6 +8,7 @@ lookahead: the rows of what the model is about to say join the question's rows).
 from __future__ import annotations
 
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,7 +39,7 @@ class BlockRun:
 class QueryBlock:
     """Forwards a query block (and decodes the lookahead) on one draft model. Stateless per call."""
 
-    def __init__(self, model: Any, lookahead: int, stop_ids: frozenset[int]) -> None:
+    def __init__(self, model: Any, lookahead: int, stop_ids: AbstractSet[int]) -> None:
         self.model, self.lookahead, self.stop_ids = model, lookahead, stop_ids
         self.device = model.device
 
