@@ -132,6 +132,7 @@ class SpecPrefillCompressor:
         config = self.config if keep_ratio is None and max_tokens is None else \
             self.config.replace(keep_ratio=keep_ratio, max_tokens=max_tokens)
         counter, counter_name = self.counter(token_counter)
+        counter = _counting_once(counter)
         counts = [counter(countable(s.text)) for s in segments]
         try:
             return self._compress(segments, counts, query, config, counter, counter_name)
@@ -187,6 +188,19 @@ class SpecPrefillCompressor:
         onto any tokenizer's tokens or onto words/lines.
         """
         return self._ensure_scorer().score(_validate_segments(segments), query)
+
+
+def _counting_once(counter: TokenCounter) -> TokenCounter:
+    """``counter`` for one call: each distinct text is counted once (selection counts chunks, the
+    rendered output and the whole texts; a target tokenizer may be slow or remote)."""
+    seen: dict[str, int] = {}
+
+    def count(text: str) -> int:
+        if text not in seen:
+            seen[text] = counter(text)
+        return seen[text]
+
+    return count
 
 
 def _draft_config(spec: str | DraftConfig | DraftModel) -> DraftConfig:
