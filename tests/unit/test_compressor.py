@@ -22,7 +22,7 @@ from specprefill_agents import (
     SpecPrefillCompressor,
 )
 from specprefill_agents.types import CompressionResult
-from tests._tiny import ARCHS, tiny_draft, tiny_tokenizer
+from specprefill_agents.testing import ARCHS, tiny_draft, tiny_tokenizer
 
 PROSE = inspect.getdoc(textwrap.TextWrapper) or ""
 CODE = inspect.getsource(textwrap.dedent)
