@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from specprefill_agents import (
@@ -21,7 +21,9 @@ from specprefill_agents import (
     Segment,
     SpecPrefillCompressor,
 )
-from specprefill_agents.types import CompressionResult
+from specprefill_agents.alignment import detect_kind
+from specprefill_agents.budget import budget_tokens
+from specprefill_agents.selection import plan_segment, render
 from specprefill_agents.testing import ARCHS, tiny_draft, tiny_tokenizer
 
 PROSE = inspect.getdoc(textwrap.TextWrapper) or ""
@@ -38,8 +40,8 @@ def _is_subsequence(small: str, big: str) -> bool:
     return all(ch in it for ch in small)
 
 
-def _spans_text(result: CompressionResult, originals: list[str]) -> list[str]:
-    return ["".join(o[s.start:s.end] for s in spans) for spans, o in zip(result.kept_spans, originals)]
+def _draft_tokens(text: str) -> int:
+    return len(tiny_tokenizer()(text, add_special_tokens=False)["input_ids"])
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -51,8 +53,12 @@ def test_compress_str_basic_invariants(arch: str) -> None:
     assert res.stats.compressed_tokens <= res.stats.budget_tokens
     assert res.stats.budget_tokens == int(np.ceil(0.25 * res.original_tokens))
     assert _is_subsequence(MARKERS.sub("", res.text), PROSE)
-    assert _spans_text(res, [PROSE]) == [MARKERS.sub("", res.text)] or _is_subsequence(
-        _spans_text(res, [PROSE])[0], PROSE)
+    # the kept spans, in order and apart, joined by the gap marker of the text's kind are the output
+    # exactly (the docstring's indented attribute list makes it line-structured, "code", by detect_kind)
+    separator = {"prose": " [...] ", "code": "\n# [...]\n"}[detect_kind(PROSE)]
+    spans = res.kept_spans[0]
+    assert len(spans) > 1 and all(a.end < b.start for a, b in zip(spans, spans[1:]))
+    assert separator.join(PROSE[s.start:s.end] for s in spans) == res.text
     # anchors: the first and last unit of the segment survive
     assert res.text.split()[0] == PROSE.split()[0]
     assert res.text.split()[-1] == PROSE.split()[-1]
@@ -230,10 +236,23 @@ def test_construction_loads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(calls) == 1
 
 
+def _anchors_only(comp: SpecPrefillCompressor, texts: list[str], query: str | None,
+                  indices: list[int]) -> list[str]:
+    """What each of ``texts[indices]`` renders to when only its anchor chunks are kept."""
+    scores = comp.score_segments([Segment(t) for t in texts], query)
+    rendered = []
+    for i in indices:
+        plan = plan_segment(texts[i], scores.segments[i].offsets, scores.segments[i].scores, comp.config)
+        rendered.append(render(plan, [k for k, c in enumerate(plan.chunks) if c.anchor], comp.config)[0])
+    return rendered
+
+
 _TEXT = st.text(alphabet=st.sampled_from(list("abc xyz\n\t.,{}();=é日🙂")), min_size=0, max_size=400)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(texts=[PROSE, CODE], ratio=0.2, query="how are lines indented?")  # compressed within the budget
+@example(texts=["short note", PROSE[:300]], ratio=0.05, query=None)  # the anchors alone exceed the budget
 @given(texts=st.lists(_TEXT, min_size=1, max_size=3), ratio=st.floats(0.05, 1.0),
        query=st.one_of(st.none(), _TEXT))
 def test_property_subsequence_budget_and_shape(texts: list[str], ratio: float, query: str | None) -> None:
@@ -242,7 +261,16 @@ def test_property_subsequence_budget_and_shape(texts: list[str], ratio: float, q
     assert len(res.segments) == len(texts)
     for out, original in zip(res.texts, texts):
         assert _is_subsequence(MARKERS.sub("", out), original)
-    assert res.stats.compressed_tokens <= res.stats.original_tokens + 3 * len(texts) or res.stats.budget_exceeded
+    # the budget covers the compressible texts (here: every text of at least one token)
+    compressible = [i for i, t in enumerate(texts) if _draft_tokens(t) >= 1]
+    assert res.stats.budget_tokens == budget_tokens(sum(_draft_tokens(texts[i]) for i in compressible), ratio, None)
+    used = sum(_draft_tokens(res.texts[i]) for i in compressible)
+    assert res.stats.compressed_tokens == used  # the other texts are empty of tokens
+    assert res.stats.budget_exceeded == (used > res.stats.budget_tokens)
+    if res.stats.budget_exceeded:  # allowed only when the anchors alone exceed it, and then only they are kept
+        anchors = _anchors_only(comp, texts, query, compressible)
+        assert sum(_draft_tokens(a) for a in anchors) > res.stats.budget_tokens
+        assert [res.texts[i] for i in compressible] == anchors
     again = comp.compress(texts, query=query, keep_ratio=ratio)
     assert again.texts == res.texts
 
