@@ -21,7 +21,7 @@ import torch
 from benchmarks import peer_llmlingua as pl
 from specprefill_agents import Segment
 from specprefill_agents.budget import budget_tokens
-from tests._tiny import tiny_tokenizer
+from specprefill_agents.testing import tiny_tokenizer
 
 QUESTION = "Which function removes common leading whitespace from every line?"
 

@@ -1,4 +1,5 @@
-"""Integration tests run the real embedded SmolLM2 draft (installed by scripts/install.sh)."""
+"""Integration tests: the real embedded SmolLM2 draft (installed by scripts/install.sh), and tiny
+in-process drafts on inputs too large for the unit suite (more than ~5 s on a 2-core CPU)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from specprefill_agents import draft as draft_mod
-from specprefill_agents._compat import cpu_has_native_bf16
+from specprefill_agents.kernels import cpu_has_native_bf16
 from specprefill_agents.config import DraftConfig
 from specprefill_agents.draft import DraftModel, clear_draft_cache, load_draft
 
@@ -44,7 +44,7 @@ if GGUF is None:  # scripts/install.sh installs both: a missing one is a broken 
 LOAD_SCRIPT = """
 import json, logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
-from specprefill_agents._compat import cpu_has_native_bf16
+from specprefill_agents.kernels import cpu_has_native_bf16
 from specprefill_agents.config import DraftConfig
 from specprefill_agents.draft import load_draft
 draft = load_draft(DraftConfig(cache_dir=sys.argv[1], device="cpu"))

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from specprefill_agents import SpecPrefillCompressor
-from tests._tiny import tiny_tokenizer
+from specprefill_agents.testing import tiny_tokenizer
 
 NEEDLE = "The access code for the Heliotrope archive is 4719-KESTREL."
 QUESTION = "What is the access code for the Heliotrope archive?"

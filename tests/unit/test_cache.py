@@ -15,7 +15,7 @@ import torch
 
 from specprefill_agents import CacheConfig, CompressionConfig, ConfigError, Segment, SpecPrefillCompressor
 from specprefill_agents.cache import KVEntry, KVPrefixCache, ScoreCache, segment_chain, token_prefix_keys
-from tests._tiny import ARCHS, tiny_draft
+from specprefill_agents.testing import ARCHS, tiny_draft
 
 DOCS = [inspect.getdoc(obj) or "" for obj in (textwrap.TextWrapper, textwrap.dedent, textwrap.indent,
                                                textwrap.shorten, inspect.getsource, inspect.signature)]

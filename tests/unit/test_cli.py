@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from specprefill_agents import CompressionConfig, cli
-from tests._tiny import tiny_draft
+from specprefill_agents.testing import tiny_draft
 
 PROSE = inspect.getdoc(textwrap.TextWrapper) or ""
 

@@ -26,7 +26,7 @@ from specprefill_agents.draft import (
     load_draft,
 )
 from specprefill_agents.errors import ConfigError, DraftModelError, DraftNotInstalledError
-from tests._tiny import tiny_draft
+from specprefill_agents.testing import tiny_draft
 
 
 @pytest.fixture(autouse=True)

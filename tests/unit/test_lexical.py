@@ -9,7 +9,7 @@ from specprefill_agents import CompressionConfig, Segment, SpecPrefillCompressor
 from specprefill_agents.budget import budget_tokens, make_counter
 from specprefill_agents.lexical import bm25_scores, boost_plans, query_terms
 from specprefill_agents.selection import Chunk, SegmentPlan, choose, plan_segment, render
-from tests._tiny import tiny_draft
+from specprefill_agents.testing import tiny_draft
 
 
 def test_query_terms_split_snake_case_and_lower_case() -> None:

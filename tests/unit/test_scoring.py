@@ -15,7 +15,7 @@ from specprefill_agents.errors import ConfigError, ScoringError
 from specprefill_agents.kernels import install_cpu_gemv
 from specprefill_agents.scoring import DraftScorer, plan_windows
 from specprefill_agents.segment_scoring import smooth_scores
-from tests._tiny import ARCHS, tiny_draft
+from specprefill_agents.testing import ARCHS, tiny_draft
 
 
 def _ids(n: int, seed: int) -> list[int]:

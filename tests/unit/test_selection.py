@@ -82,28 +82,15 @@ def test_plan_prose_chunks() -> None:
     assert sum(c.draft_tokens for c in plan.chunks) == 50
 
 
-def test_plan_chunk_score_is_token_weighted_mean() -> None:
+def test_plan_chunk_score_is_the_token_weighted_mean_of_unit_maxima() -> None:
     text = "aa bb cc dd ee"
     offsets = np.array([[0, 1], [1, 2], [2, 4], [4, 5], [5, 8], [8, 11], [11, 14]])
     scores = np.array([0.2, 0.4, 0.1, 0.9, 0.3, 0.5, 0.7], dtype=np.float32)
-    config = CompressionConfig(chunk_tokens=3, unit_reduce="mean")
-    plan = plan_segment(text, offsets, scores, config, kind="prose")
+    plan = plan_segment(text, offsets, scores, CompressionConfig(chunk_tokens=3), kind="prose")
     assert [plan.chunk_text(i) for i in range(len(plan.chunks))] == ["aa ", "bb cc ", "dd ", "ee"]
-    assert plan.chunks[0].score == pytest.approx(0.3) and plan.chunks[0].draft_tokens == 2
-    # bb: tokens " b"(0.1) "b"(0.9) -> mean 0.5, 2 tokens; cc: " cc"(0.3) -> 0.3, 1 token
-    assert plan.chunks[1].score == pytest.approx((0.5 * 2 + 0.3) / 3) and plan.chunks[1].draft_tokens == 3
-
-
-def test_plan_chunk_score_by_max_lets_one_salient_unit_carry_its_chunk() -> None:
-    text = "aa bb cc dd ee"
-    offsets = np.array([[0, 1], [1, 2], [2, 4], [4, 5], [5, 8], [8, 11], [11, 14]])
-    scores = np.array([0.2, 0.4, 0.1, 0.9, 0.3, 0.5, 0.7], dtype=np.float32)
-    plan = plan_segment(text, offsets, scores, CompressionConfig(chunk_tokens=3, unit_reduce="mean",
-                                                                 chunk_reduce="max"), kind="prose")
-    assert [plan.chunk_text(i) for i in range(len(plan.chunks))] == ["aa ", "bb cc ", "dd ", "ee"]
-    assert plan.chunks[1].score == pytest.approx(0.5) and plan.chunks[1].draft_tokens == 3  # max(bb 0.5, cc 0.3)
-    with pytest.raises(ConfigError):
-        CompressionConfig(chunk_reduce="median")  # type: ignore[arg-type]
+    assert plan.chunks[0].score == pytest.approx(0.4) and plan.chunks[0].draft_tokens == 2  # max(0.2, 0.4)
+    # bb: tokens " b"(0.1) "b"(0.9) -> max 0.9, 2 tokens; cc: " cc"(0.3) -> 0.3, 1 token
+    assert plan.chunks[1].score == pytest.approx((0.9 * 2 + 0.3) / 3) and plan.chunks[1].draft_tokens == 3
 
 
 def test_plan_code_uses_lines_and_code_chunk_tokens() -> None:

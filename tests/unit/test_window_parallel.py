@@ -14,7 +14,7 @@ from specprefill_agents import CacheConfig, CompressionConfig, KVPrefixCache, Sp
 from specprefill_agents.config import ScoringConfig
 from specprefill_agents.kernels import attend_with_segments
 from specprefill_agents.scoring import DraftScorer, plan_windows
-from tests._tiny import ARCHS, tiny_draft
+from specprefill_agents.testing import ARCHS, tiny_draft
 from tests.unit.test_cache import _segments
 from tests.unit.test_scoring import _eager_model, _ids
 

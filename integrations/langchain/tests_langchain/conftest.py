@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import inspect
 import json
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-_ROOT = Path(__file__).resolve().parents[3]  # the repository: `tests._tiny` lives there
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from specprefill_agents import (  # noqa: E402
+from specprefill_agents import (
     CompressionConfig,
     DraftModel,
     ScoringConfig,
     SpecPrefillCompressor,
 )
-
-from tests._tiny import tiny_config, tiny_draft, tiny_tokenizer  # noqa: E402
+from specprefill_agents.testing import tiny_config, tiny_draft, tiny_tokenizer
 
 FAST = CompressionConfig(keep_ratio=0.3, min_tokens=32, scoring=ScoringConfig(lookahead=2))
 

@@ -7,7 +7,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_tests.unit_tests import ChatModelUnitTests
 from pydantic import model_validator
-from tests._tiny import tiny_draft
+from specprefill_agents.testing import tiny_draft
 
 from langchain_specprefill import SpecPrefillLLM
 

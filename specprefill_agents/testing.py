@@ -1,0 +1,122 @@
+"""Tiny in-process drafts for tests: this project's and its integrations'.
+
+Everything here is built in memory, from nothing: no weights are downloaded or read,
+nothing touches the network, and results are deterministic for a seed.
+
+* :func:`tiny_tokenizer` trains a byte-level BPE tokenizer (512 tokens, with
+  ``<eos>`` / ``<bos>`` / ``<pad>``) on standard-library docstrings and source, plus
+  a line of accented, CJK and emoji text, so offsets and multi-byte characters are
+  exercised.  It is a fast tokenizer, so offset mappings work.
+* :func:`tiny_config` is a 3-layer, 64-wide model config for one of :data:`ARCHS`.
+* :func:`tiny_draft` wraps a randomly initialised model of that config and the tiny
+  tokenizer in a :class:`~specprefill_agents.draft.DraftModel`, ready to pass to
+  :class:`~specprefill_agents.SpecPrefillCompressor`.
+
+The models are random: their scores are not meaningful, only well-formed.  Tests that
+need a draft that understands text use the real embedded draft instead.
+
+Example::
+
+    from specprefill_agents import SpecPrefillCompressor
+    from specprefill_agents.testing import tiny_draft
+
+    comp = SpecPrefillCompressor(tiny_draft("qwen2", max_pos=4096), on_failure="raise")
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import textwrap
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from .draft import DraftModel
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+__all__ = ["ARCHS", "tiny_config", "tiny_draft", "tiny_tokenizer"]
+
+ARCHS = ("llama", "qwen2", "gemma3")
+"""The architectures :func:`tiny_config` and :func:`tiny_draft` build."""
+
+
+def _corpus() -> list[str]:
+    import argparse
+    import collections
+
+    modules = (json, inspect, argparse, collections, functools, textwrap)
+    docs = [inspect.getdoc(m) or "" for m in modules]
+    docs.append(inspect.getsource(textwrap))
+    docs.append("héllo wörld naïve café 日本語のテキスト 🙂 emoji ✓ — “quotes”")
+    return docs
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (512 tokens) trained in-process; the same object on every call."""
+    tk = Tokenizer(models.BPE(unk_token=None))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=["<eos>", "<bos>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tk.train_from_iterator(_corpus(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", bos_token="<bos>", pad_token="<pad>")
+
+
+def tiny_config(arch: str, vocab: int, max_pos: int = 512) -> PretrainedConfig:
+    """A 3-layer, 64-wide config of ``arch`` (one of :data:`ARCHS`) with ``vocab`` tokens.
+
+    Token ids 0 / 1 / 2 are EOS / BOS / PAD, as in :func:`tiny_tokenizer`.  The Gemma3
+    config has two sliding-window layers (window 64) and one full-attention layer.
+    """
+    common: dict[str, Any] = dict(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_pos,
+        eos_token_id=0,
+        bos_token_id=1,
+        pad_token_id=2,
+    )
+    if arch == "llama":
+        from transformers import LlamaConfig
+
+        return LlamaConfig(**common)
+    if arch == "qwen2":
+        from transformers import Qwen2Config
+
+        return Qwen2Config(**common)
+    if arch == "gemma3":
+        from transformers import Gemma3TextConfig
+
+        return Gemma3TextConfig(**common, head_dim=16, sliding_window=64,
+                                layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+    raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {ARCHS}")
+
+
+@functools.cache
+def tiny_draft(arch: str = "llama", max_pos: int = 512, seed: int = 0) -> DraftModel:
+    """A random tiny draft of ``arch`` with a ``max_pos``-token context, deterministic for ``seed``.
+
+    Cached: the same arguments return the same :class:`DraftModel` (treat it as read-only).
+    """
+    from transformers import AutoModelForCausalLM
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(seed)
+    cfg = tiny_config(arch, len(tok), max_pos)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa").eval()
+    return DraftModel.from_loaded(model, tok, name=f"tiny-{arch}-{max_pos}-{seed}")
