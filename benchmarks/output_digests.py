@@ -69,12 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="where to write the digests (JSON)")
     parser.add_argument("--compare", help="a digests file from another version of the code")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (float sums, hence digests, depend on it: compare like with like)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     result = digests()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    machine = {"cpu": cpu, "torch": torch.__version__, "transformers": transformers.__version__}
+    machine = {"cpu": cpu, "torch": torch.__version__, "transformers": transformers.__version__,
+               "threads": args.threads}
     Path(args.out).write_text(json.dumps({"machine": machine, "cases": result}, indent=0, sort_keys=True) + "\n",
                               encoding="utf-8")
     print(f"{len(result)} cases written to {args.out} ({cpu}; digests of float bytes can differ between CPU kinds)")

@@ -59,61 +59,10 @@ def _annotated(message: BaseMessage, report: CompressionReport) -> Any:
     return message.model_copy(update={"response_metadata": metadata})
 
 
-class SpecPrefillLLM(BaseChatModel):
-    """Wrap any chat model: compress the compressible parts of each prompt, then delegate.
-
-    Tool outputs, long pasted/retrieved context and (optionally) older turns are compressed
-    by a small draft model's attention (see :class:`MessagePolicy`); the system message, the
-    latest human turn, tool-call ids and arguments, reasoning and non-text blocks never
-    change.  The inner model runs as a child run receiving the compressed messages, and
-    the stats land in ``response_metadata["specprefill"]`` and in a custom callback event
-    named ``"specprefill_compression"``.
-
-    Example:
-        .. code-block:: python
-
-            llm = SpecPrefillLLM(inner=ChatOpenAI(model="gpt-4.1-mini"), keep_ratio=0.3)
-            agent = create_agent(llm, tools=[read_file])
-
-    Args:
-        inner: the chat model that answers.
-        compressor: a ``SpecPrefillCompressor`` (or compatible client), a draft spec
-            (``"embedded"``, hub id, directory, ``.gguf``); None = the embedded SmolLM2 draft,
-            loaded on first use.
-        policy, keep_ratio, budget_tokens, token_counter, on_failure, memo_size: see
-            :class:`~langchain_specprefill.engine.MessageCompressor`.
-    """
+class _DelegatesToInner(BaseChatModel):
+    """What LangChain asks of a model that only the wrapped ``inner`` model can answer."""
 
     inner: BaseChatModel
-    compressor: Any = Field(default=None, exclude=True)
-    policy: MessagePolicy = Field(default_factory=MessagePolicy)
-    keep_ratio: float | None = None
-    budget_tokens: int | None = None
-    token_counter: Any = Field(default=None, exclude=True)
-    on_failure: OnFailure = "warn"
-    memo_size: int = 256
-
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
-
-    _engine: MessageCompressor = PrivateAttr()
-
-    def model_post_init(self, context: Any, /) -> None:
-        super().model_post_init(context)
-        self._engine = MessageCompressor(
-            self.compressor, policy=self.policy, keep_ratio=self.keep_ratio, budget_tokens=self.budget_tokens,
-            token_counter=self.token_counter, on_failure=self.on_failure, memo_size=self.memo_size,
-            name=type(self).__name__)
-        self.compressor = self._engine.compressor
-
-    # ------------------------------------------------------------ what LangChain asks of a model
-    @property
-    def _llm_type(self) -> str:
-        return f"specprefill-{self.inner._llm_type}"
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"inner": {"_type": self.inner._llm_type, **self.inner._identifying_params},
-                "specprefill": self._engine.identity()}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return self.inner._get_ls_params(stop=stop, **kwargs)
@@ -138,6 +87,61 @@ class SpecPrefillLLM(BaseChatModel):
 
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
         return self.inner.get_num_tokens_from_messages(messages, tools)
+
+
+class SpecPrefillLLM(_DelegatesToInner):
+    """Wrap any chat model: compress the compressible parts of each prompt, then delegate.
+
+    Tool outputs, long pasted/retrieved context and (optionally) older turns are compressed
+    by a small draft model's attention (see :class:`MessagePolicy`); the system message, the
+    latest human turn, tool-call ids and arguments, reasoning and non-text blocks never
+    change.  The inner model runs as a child run receiving the compressed messages, and
+    the stats land in ``response_metadata["specprefill"]`` and in a custom callback event
+    named ``"specprefill_compression"``.
+
+    Example:
+        .. code-block:: python
+
+            llm = SpecPrefillLLM(inner=ChatOpenAI(model="gpt-4.1-mini"), keep_ratio=0.3)
+            agent = create_agent(llm, tools=[read_file])
+
+    Args:
+        inner: the chat model that answers.
+        compressor: a ``SpecPrefillCompressor`` (or compatible client), a draft spec
+            (``"embedded"``, hub id, directory, ``.gguf``); None = the embedded SmolLM2 draft,
+            loaded on first use.
+        policy, keep_ratio, budget_tokens, token_counter, on_failure, memo_size: see
+            :class:`~langchain_specprefill.engine.MessageCompressor`.
+    """
+
+    compressor: Any = Field(default=None, exclude=True)
+    policy: MessagePolicy = Field(default_factory=MessagePolicy)
+    keep_ratio: float | None = None
+    budget_tokens: int | None = None
+    token_counter: Any = Field(default=None, exclude=True)
+    on_failure: OnFailure = "warn"
+    memo_size: int = 256
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    _engine: MessageCompressor = PrivateAttr()
+
+    @property
+    def _llm_type(self) -> str:
+        return f"specprefill-{self.inner._llm_type}"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"inner": {"_type": self.inner._llm_type, **self.inner._identifying_params},
+                "specprefill": self._engine.identity()}
+
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        self._engine = MessageCompressor(
+            self.compressor, policy=self.policy, keep_ratio=self.keep_ratio, budget_tokens=self.budget_tokens,
+            token_counter=self.token_counter, on_failure=self.on_failure, memo_size=self.memo_size,
+            name=type(self).__name__)
+        self.compressor = self._engine.compressor
 
     @property
     def engine(self) -> MessageCompressor:
