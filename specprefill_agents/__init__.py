@@ -8,7 +8,7 @@ Quickstart::
     res.text, res.stats.compressed_tokens
 """
 
-from .budget import TokenCounter, countable, make_counter
+from .budget import APPROXIMATE, TokenCounter, approximate_tokens, countable, make_counter
 from .cache import KVPrefixCache
 from .compressor import SpecPrefillCompressor
 from .config import CacheConfig, CompressionConfig, DraftConfig, ScoringConfig
@@ -48,6 +48,8 @@ __all__ = [
     "CompressionResult",
     "CompressionStats",
     "TokenCounter",
+    "APPROXIMATE",
+    "approximate_tokens",
     "make_counter",
     "countable",
     "asked_query",

@@ -9,17 +9,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .budget import TokenCounter, budget_tokens, countable, make_counter
+from .budget import APPROXIMATE, TokenCounter, approximate_tokens, budget_tokens, countable, make_counter
 from .cache import KVPrefixCache
 from .config import CacheConfig, CompressionConfig, DraftConfig
 from .draft import DraftModel, load_draft
-from .errors import ConfigError, InputError, SpecPrefillError
+from .errors import InputError
 from .lexical import boost_plans
 from .protocols import OnFailure, check_on_failure, handle_failure
 from .scoring import DraftScorer
 from .segment_scoring import SegmentScorer, asked_query
 from .selection import choose, plan_segment, render
-from .types import CompressionResult, CompressionStats, KeptSpan, Segment, TokenScores
+from .types import SEGMENT_KINDS, CompressionResult, CompressionStats, KeptSpan, Segment, TokenScores
 
 __all__ = ["SpecPrefillCompressor"]
 
@@ -38,9 +38,10 @@ class SpecPrefillCompressor:
         config: selection and scoring settings (:class:`CompressionConfig`).
         token_counter: default counter of the *target's* tokens (callable ``str -> int``,
             an HF tokenizer or a tiktoken encoding); the draft's tokenizer otherwise.
-        on_failure: when scoring fails (out of memory, model error): ``"warn"`` passes the
-            input through unchanged with a warning, ``"passthrough"`` does so silently
-            (logged), ``"raise"`` raises.  Bad arguments always raise.
+        on_failure: when compression fails (the draft cannot load, out of memory, a model or
+            counter error): ``"warn"`` passes the input through unchanged with a warning,
+            ``"passthrough"`` does so silently (logged), ``"raise"`` raises.  Bad arguments,
+            checked before any work, always raise a typed error.
         cache: reuse across calls (:class:`CacheConfig`): draft KV prefix cache, score
             cache, exact or approximate mode.
         kv_cache: a :class:`KVPrefixCache` to share between compressors of the same draft.
@@ -131,15 +132,17 @@ class SpecPrefillCompressor:
             raise InputError(f"query must be a str or None, got {type(query).__name__}")
         config = self.config if keep_ratio is None and max_tokens is None else \
             self.config.replace(keep_ratio=keep_ratio, max_tokens=max_tokens)
-        counter, counter_name = self.counter(token_counter)
-        counter = _counting_once(counter)
-        counts = [counter(countable(s.text)) for s in segments]
-        try:
+        explicit = make_counter(token_counter) if token_counter is not None else None
+        counter: TokenCounter | None = None
+        counter_name = APPROXIMATE
+        try:  # everything from here fails open: the arguments were checked above
+            counter, counter_name = explicit or self.counter()
+            counter = _counting_once(counter)
+            counts = [counter(countable(s.text)) for s in segments]
             return self._compress(segments, counts, query, config, counter, counter_name)
-        except (InputError, ConfigError):
-            raise
-        except (SpecPrefillError, RuntimeError, MemoryError) as exc:  # torch OOM / kernel errors: RuntimeError
+        except Exception as exc:
             failure = handle_failure(self.on_failure, exc, type(self).__name__)
+            counts, counter_name = _fallback_counts(segments, counter, counter_name)
             result = _passthrough(segments, counts, counter_name, budget=0)
             return dataclasses.replace(result, stats=dataclasses.replace(result.stats, failure=failure))
 
@@ -190,6 +193,16 @@ class SpecPrefillCompressor:
         return self._ensure_scorer().score(_validate_segments(segments), query)
 
 
+def _fallback_counts(segments: list[Segment], counter: TokenCounter | None, name: str) -> tuple[list[int], str]:
+    """Token counts for a failed call's stats: with ``counter`` if it counts, else approximated."""
+    if counter is not None:
+        try:
+            return [counter(countable(s.text)) for s in segments], name
+        except Exception:
+            pass
+    return [approximate_tokens(s.text) for s in segments], APPROXIMATE
+
+
 def _counting_once(counter: TokenCounter) -> TokenCounter:
     """``counter`` for one call: each distinct text is counted once (selection counts chunks, the
     rendered output and the whole texts; a target tokenizer may be slow or remote)."""
@@ -238,8 +251,12 @@ def _validate_segments(segments: Sequence[Segment]) -> list[Segment]:
     for i, seg in enumerate(segments):
         if not isinstance(seg, Segment):
             raise InputError(f"segments[{i}] is {type(seg).__name__}, expected Segment")
-        if not isinstance(seg.text, str):
-            raise InputError(f"segments[{i}].text is {type(seg.text).__name__}, expected str")
+        for name, kinds in (("text", str), ("role", str), ("compressible", bool), ("protected", bool),
+                            ("id", (str, type(None)))):
+            if not isinstance(getattr(seg, name), kinds):
+                raise InputError(f"segments[{i}].{name} is {type(getattr(seg, name)).__name__}; see Segment")
+        if seg.kind not in SEGMENT_KINDS:
+            raise InputError(f"segments[{i}].kind must be one of {SEGMENT_KINDS}, got {seg.kind!r}")
     return list(segments)
 
 

@@ -130,8 +130,9 @@ class CompressionConfig(_ConfigMixin):
         _check_choice("unit", self.unit, ("auto", "word", "line", "sentence"))
         _check_int("chunk_tokens", self.chunk_tokens, 1)
         _check_int("code_chunk_tokens", self.code_chunk_tokens, 1)
-        if self.top_p is not None and not 0.0 < float(self.top_p) <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_p is not None and (isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float))
+                                       or not 0.0 < float(self.top_p) <= 1.0):
+            raise ConfigError(f"top_p must be a number in (0, 1] or None, got {self.top_p!r}")
         if isinstance(self.lexical_boost, bool) or not isinstance(self.lexical_boost, (int, float)) \
                 or not 0.0 <= float(self.lexical_boost) < math.inf:
             raise ConfigError(f"lexical_boost must be a finite number >= 0, got {self.lexical_boost!r}")

@@ -283,7 +283,11 @@ def converted_gguf_dir(gguf: Path, cache_root: Path, sha: str | None = None) -> 
     target = cache_root / "drafts" / f"{gguf.stem}-{sha[:16]}"
     if _is_complete(target, sha):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. $SPECPREFILL_CACHE_DIR names a file
+        raise DraftModelError(f"cannot create the draft cache under {cache_root}: {exc}; point cache_dir or "
+                              f"${CACHE_ENV} at a writable directory") from exc
     lock = FileLock(str(target) + ".lock")
     try:
         lock.acquire(timeout=0)

@@ -18,6 +18,7 @@ __all__ = [
 ]
 
 SegmentKind = Literal["auto", "prose", "code"]
+SEGMENT_KINDS: tuple[SegmentKind, ...] = ("auto", "prose", "code")
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,13 @@ from typing import Any
 from cachetools import LRUCache
 
 from specprefill_agents import (
+    APPROXIMATE,
     ConfigError,
     DraftConfig,
     DraftModel,
     SpecPrefillCompressor,
     TokenCounter,
+    approximate_tokens,
     countable,
     make_counter,
 )
@@ -71,16 +73,13 @@ def check_budget(keep_ratio: Any, budget_tokens: Any) -> None:
         raise ConfigError(f"budget_tokens must be an int >= 1 or None, got {budget_tokens!r}")
 
 
-def _approximate(text: str) -> int:
-    return (len(text) + 3) // 4
-
-
 class Counter:
     """Counts tokens for the integration's stats, with a small cache of recent texts.
 
     The caller's counter when given (the target's tokenizer), else the one the compressor
     counts with (:meth:`~specprefill_agents.Compressor.counter`: its draft's tokenizer), else an
-    approximation (4 characters a token) named ``"chars/4"`` when the compressor cannot say.
+    approximation (4 characters a token, :data:`~specprefill_agents.APPROXIMATE`) when the
+    compressor cannot say.
     """
 
     def __init__(self, token_counter: Any, compressor: Any, cache_size: int = 4096) -> None:
@@ -98,7 +97,7 @@ class Counter:
             try:  # loads the draft if needed: it is loaded for compression anyway
                 self._count, self.name = self._compressor.counter()
             except Exception:  # no counter, or a draft that cannot load: compression reports why
-                self._count, self.name = _approximate, "chars/4"
+                self._count, self.name = approximate_tokens, APPROXIMATE
         return self._count
 
     def __call__(self, text: str) -> int:
@@ -111,3 +110,11 @@ class Counter:
         with self._lock:
             self._cache[key] = count
         return count
+
+    def count_all(self, texts: list[str]) -> tuple[list[int], str]:
+        """Each text's count and the counter's name; all approximated if the counter raises
+        (a failing counter must not turn a pass-through into a crash)."""
+        try:
+            return [self(text) for text in texts], self.name
+        except Exception:
+            return [approximate_tokens(text) for text in texts], APPROXIMATE

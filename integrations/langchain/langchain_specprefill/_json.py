@@ -34,7 +34,7 @@ def is_json(text: str) -> bool:
         return False
     try:
         json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deep to parse: treated as plain text
         return False
     return True
 

@@ -61,16 +61,15 @@ class _DocumentCompression(BaseModel):
                 tally.add(result)
             except Exception as exc:
                 failure = handle_failure(self.on_failure, exc, type(self).__name__)
-        out, before, after = [], 0, 0
-        for doc, text, kept in zip(documents, texts, spans):
-            n_before, n_after = self._counter(doc.page_content), self._counter(text)
-            before, after = before + n_before, after + n_after
-            info = {"original_tokens": n_before, "compressed_tokens": n_after, "counted_with": self._counter.name,
+        counts, name = self._counter.count_all([d.page_content for d in documents] + texts)
+        out, before, after = [], counts[:len(documents)], counts[len(documents):]
+        for doc, text, kept, n_before, n_after in zip(documents, texts, spans, before, after):
+            info = {"original_tokens": n_before, "compressed_tokens": n_after, "counted_with": name,
                     "kept_spans": kept, "query": query, "failure": failure}
             out.append(doc.model_copy(update={"page_content": text,
                                               "metadata": {**doc.metadata, self.metadata_key: info}}))
         changed = sum(1 for d, t in zip(documents, texts) if t != d.page_content)
-        report = tally.report(TokenCounts(before, after, self._counter.name), len(documents), changed,
+        report = tally.report(TokenCounts(sum(before), sum(after), name), len(documents), changed,
                               1 if documents else 0, failure, start)
         return out, report
 

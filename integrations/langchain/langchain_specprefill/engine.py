@@ -27,11 +27,13 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables.config import run_in_executor
 
 from specprefill_agents import (
+    APPROXIMATE,
     CompressionResult,
     OnFailure,
     ScoringError,
     Segment,
     TokenCounts,
+    approximate_tokens,
     check_on_failure,
     handle_failure,
 )
@@ -175,18 +177,24 @@ class MessageCompressor:
         for a compression failure unless ``on_failure="raise"``."""
         start = time.perf_counter()
         messages = list(messages)
-        plan = plan_messages(messages, self.policy)
-        texts = [s.text for s in plan.segments]
-        groups, tally, failure = _groups(plan), Tally(), None
-        try:
+        plan, tally = None, Tally()
+        try:  # planning too: a hostile tool output (JSON nested 10,000 deep...) must not end the step
+            plan = plan_messages(messages, self.policy)
+            texts = [s.text for s in plan.segments]
+            groups = _groups(plan)
             for group in groups:
                 for i, text in zip(group.members, self._group(plan, group, tally)):
                     texts[i] = text
+            out = apply_plan(messages, plan, texts)
         except Exception as exc:
             failure = handle_failure(self.on_failure, exc, self.name)
-            texts = [s.text for s in plan.segments]
-        out = apply_plan(messages, plan, texts) if failure is None else messages
-        return out, self._report(plan, texts, messages, out, groups, tally, failure, start)
+            if plan is None:
+                total = sum(approximate_tokens(str(m.content)) for m in messages)
+                return messages, tally.report(TokenCounts(total, total, APPROXIMATE), len(messages), 0, 0, failure,
+                                              start)
+            return messages, self._report(plan, [s.text for s in plan.segments], messages, messages,
+                                          len(_groups(plan)), tally, failure, start)
+        return out, self._report(plan, texts, messages, out, len(groups), tally, None, start)
 
     async def acompress(self, messages: Sequence[BaseMessage]) -> tuple[list[BaseMessage], CompressionReport]:
         """:meth:`compress` in a worker thread (the draft is compute-bound)."""
@@ -230,10 +238,9 @@ class MessageCompressor:
         return out
 
     def _report(self, plan: MessagePlan, texts: list[str], before: list[BaseMessage], after: list[BaseMessage],
-                groups: list[_Group], tally: Tally, failure: str | None, start: float) -> CompressionReport:
-        counted = {p.segment for part in plan.parts for p in part.pieces}
-        original = sum(self.counter(plan.segments[i].text) for i in counted)
-        saved = sum(self.counter(plan.segments[i].text) - self.counter(texts[i])
-                    for i in counted if texts[i] != plan.segments[i].text)
-        return tally.report(TokenCounts(original, original - saved, self.counter.name), len(before),
-                            sum(1 for a, b in zip(before, after) if a is not b), len(groups), failure, start)
+                groups: int, tally: Tally, failure: str | None, start: float) -> CompressionReport:
+        counted = sorted({p.segment for part in plan.parts for p in part.pieces})
+        counts, name = self.counter.count_all([plan.segments[i].text for i in counted] + [texts[i] for i in counted])
+        original, compressed = sum(counts[:len(counted)]), sum(counts[len(counted):])
+        return tally.report(TokenCounts(original, compressed, name), len(before),
+                            sum(1 for a, b in zip(before, after) if a is not b), groups, failure, start)

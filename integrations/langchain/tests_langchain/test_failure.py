@@ -115,3 +115,55 @@ def test_documents_fall_back(broken) -> None:
     assert out[0].metadata["specprefill"]["failure"].startswith("RuntimeError")
     with pytest.raises(RuntimeError):
         SpecPrefillDocumentCompressor(compressor=broken, on_failure="raise").compress_documents(docs, "alpha?")
+
+
+@pytest.mark.parametrize("depth", [1_000, 20_000])
+def test_a_tool_output_of_deeply_nested_json_never_ends_the_step(compressor, depth: int) -> None:
+    """``json.loads`` raises RecursionError past ~1,000 levels: such output is compressed as plain
+    text, and the call goes on."""
+    hostile = "[" * depth + "]" * depth
+    conversation = [HumanMessage("What does the tool say?"),
+                    AIMessage("", tool_calls=[{"name": "read", "args": {}, "id": "c1"}]),
+                    ToolMessage(hostile, tool_call_id="c1")]
+    inner = RecordingChatModel()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no failure either: it is just text
+        answer = SpecPrefillLLM(inner=inner, compressor=compressor, keep_ratio=0.3).invoke(conversation)
+    sent = inner.calls[0]["messages"]
+    assert len(sent) == 3 and sent[:2] == conversation[:2] and sent[2].tool_call_id == "c1"
+    assert answer.response_metadata[METADATA_KEY]["failure"] is None
+
+
+def test_a_planning_failure_passes_the_messages_through(monkeypatch: pytest.MonkeyPatch, compressor,
+                                                        conversation) -> None:
+    import langchain_specprefill.engine as engine
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RecursionError("maximum recursion depth exceeded (simulated)")
+
+    monkeypatch.setattr(engine, "plan_messages", fail)
+    inner = RecordingChatModel()
+    with pytest.warns(RuntimeWarning, match="compression failed"):
+        answer = SpecPrefillLLM(inner=inner, compressor=compressor).invoke(conversation)
+    assert inner.calls[0]["messages"] == conversation
+    report = answer.response_metadata[METADATA_KEY]
+    assert report["failure"].startswith("RecursionError") and report["counted_with"] == "chars/4"
+    assert report["original_tokens"] == report["compressed_tokens"] > 0
+
+
+def test_a_token_counter_that_raises_passes_through_without_crashing(compressor, conversation) -> None:
+    def broken(text: str) -> int:
+        return len(text) // 0
+
+    inner = RecordingChatModel()
+    with pytest.warns(RuntimeWarning, match="compression failed"):
+        answer = SpecPrefillLLM(inner=inner, compressor=compressor, token_counter=broken).invoke(conversation)
+    assert inner.calls[0]["messages"] == conversation
+    report = answer.response_metadata[METADATA_KEY]
+    assert report["failure"] and report["counted_with"] == "chars/4"
+    docs = [Document(page_content=conversation[-1].content)]
+    with pytest.warns(RuntimeWarning, match="compression failed"):
+        out = SpecPrefillDocumentCompressor(compressor=compressor, token_counter=broken).compress_documents(
+            docs, "dedent")
+    assert out[0].page_content == docs[0].page_content
+    assert out[0].metadata["specprefill"]["counted_with"] == "chars/4"
