@@ -124,14 +124,17 @@ class SpecPrefillCompressor:
     ) -> CompressionResult:
         """Compress the compressible segments; protected ones come back byte-identical.
 
+        ``keep_ratio`` / ``max_tokens`` replace the same setting of the config for this call; the
+        other one stays, and with both set the smaller budget wins.
+
         With no ``query``, the latest segment whose role is ``"user"`` / ``"human"`` is the
         query; failing that, the last 64 draft tokens of the prompt act as the query (and are kept).
         """
         segments = _validate_segments(segments)
         if query is not None and not isinstance(query, str):
             raise InputError(f"query must be a str or None, got {type(query).__name__}")
-        config = self.config if keep_ratio is None and max_tokens is None else \
-            self.config.replace(keep_ratio=keep_ratio, max_tokens=max_tokens)
+        budget = {k: v for k, v in (("keep_ratio", keep_ratio), ("max_tokens", max_tokens)) if v is not None}
+        config = self.config.replace(**budget) if budget else self.config  # the smaller of both still wins
         explicit = make_counter(token_counter) if token_counter is not None else None
         counter: TokenCounter | None = None
         counter_name = APPROXIMATE

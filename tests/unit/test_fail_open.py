@@ -95,3 +95,13 @@ def test_malformed_segments_are_rejected_before_any_scoring(segment: Segment) ->
 def test_top_p_must_be_a_number_in_range(top_p: object) -> None:
     with pytest.raises(ConfigError):
         CompressionConfig(top_p=top_p)  # type: ignore[arg-type]
+
+
+def test_a_per_call_budget_replaces_only_its_own_setting_and_the_smaller_wins() -> None:
+    capped = SpecPrefillCompressor(tiny_draft("llama"), CompressionConfig(max_tokens=60), on_failure="raise")
+    res = capped.compress(TEXT, query="width", keep_ratio=0.5)  # the configured cap stays
+    assert res.stats.budget_tokens == 60 and res.compressed_tokens <= 60
+    ratio = SpecPrefillCompressor(tiny_draft("llama"), CompressionConfig(keep_ratio=0.1), on_failure="raise")
+    res = ratio.compress(TEXT, query="width", max_tokens=10_000)  # the configured ratio stays
+    assert res.stats.budget_tokens == -(-res.original_tokens // 10)
+    assert ratio.compress(TEXT, query="width", keep_ratio=1.0, max_tokens=40).stats.budget_tokens == 40

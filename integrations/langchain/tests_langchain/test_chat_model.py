@@ -216,3 +216,24 @@ def test_settings_are_validated(compressor) -> None:
         SpecPrefillLLM(inner=RecordingChatModel(), compressor=compressor, on_failure="ignore")
     with pytest.raises(ValueError, match="compress_segments"):
         SpecPrefillLLM(inner=RecordingChatModel(), compressor=object())
+
+
+def test_a_wrapper_keep_ratio_keeps_the_cap_set_on_its_compressor(draft, source_text: str) -> None:
+    from specprefill_agents import CompressionConfig, ScoringConfig, SpecPrefillCompressor
+
+    comp = SpecPrefillCompressor(draft, CompressionConfig(max_tokens=60, min_tokens=32,
+                                                          scoring=ScoringConfig(lookahead=2)), on_failure="raise")
+    budgets: list[int] = []
+    compress = comp.compress_segments
+
+    def recording(*args: object, **kwargs: object):
+        result = compress(*args, **kwargs)  # type: ignore[arg-type]
+        budgets.append(result.stats.budget_tokens)
+        return result
+
+    comp.compress_segments = recording  # type: ignore[method-assign]
+    llm = SpecPrefillLLM(inner=RecordingChatModel(), compressor=comp, keep_ratio=0.5)
+    llm.invoke([HumanMessage("What does dedent do?"),
+                AIMessage("", tool_calls=[{"name": "read", "args": {}, "id": "c1"}]),
+                ToolMessage(source_text[:3000], tool_call_id="c1")])
+    assert budgets == [60]
