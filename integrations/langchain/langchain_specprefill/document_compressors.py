@@ -16,13 +16,15 @@ from langchain_core.documents import BaseDocumentCompressor, BaseDocumentTransfo
 from langchain_core.runnables.config import run_in_executor
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from specprefill_agents import OnFailure, Segment, TokenCounts, handle_failure
+from specprefill_agents import ConfigError, OnFailure, Segment, TokenCounts, handle_failure
 
 from ._callbacks import aemit_to_callbacks, emit_to_callbacks
 from ._core import Counter, check_budget, resolve_compressor
 from .engine import CompressionReport, Tally, check_result
 
 __all__ = ["SpecPrefillDocumentCompressor", "SpecPrefillDocumentTransformer"]
+
+_STATS_KEYS = frozenset({"original_tokens", "compressed_tokens", "counted_with", "kept_spans", "query", "failure"})
 
 
 class _DocumentCompression(BaseModel):
@@ -47,6 +49,7 @@ class _DocumentCompression(BaseModel):
     def _compress(self, documents: Sequence[Document], query: str | None) -> tuple[list[Document], CompressionReport]:
         start = time.perf_counter()
         documents = list(documents)
+        self._check_metadata(documents)
         segments = [Segment(d.page_content, role="document", id=str(i)) for i, d in enumerate(documents)]
         texts, failure, tally = [d.page_content for d in documents], None, Tally()
         spans: list[list[list[int]]] = [[[0, len(t)]] for t in texts]
@@ -74,12 +77,23 @@ class _DocumentCompression(BaseModel):
         return out, report
 
 
+    def _check_metadata(self, documents: list[Document]) -> None:
+        """Never overwrite a user's own metadata: the key may only hold stats this class wrote."""
+        for i, doc in enumerate(documents):
+            value = doc.metadata.get(self.metadata_key)
+            if value is not None and not (isinstance(value, dict) and set(value) == _STATS_KEYS):
+                raise ConfigError(f"documents[{i}].metadata already has {self.metadata_key!r}, not written by "
+                                  f"{type(self).__name__}; pass metadata_key=... to store the stats elsewhere")
+
+
 class SpecPrefillDocumentCompressor(_DocumentCompression, BaseDocumentCompressor):
     """Compress retrieved documents for the query, under one budget across them.
 
     Use it in ``ContextualCompressionRetriever(base_compressor=..., base_retriever=...)``
     or in any pipeline.  Settings as :class:`~langchain_specprefill.engine.MessageCompressor`;
-    ``metadata_key`` names the stats entry added to each document's metadata.
+    ``metadata_key`` names the stats entry added to each document's metadata; a document whose
+    metadata already holds that key with a value of its own raises :class:`ConfigError` (nothing
+    of the user's is overwritten).
     """
 
     def compress_documents(self, documents: Sequence[Document], query: str,

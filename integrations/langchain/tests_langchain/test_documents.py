@@ -100,3 +100,18 @@ def test_empty_and_event_names(compressor) -> None:
     comp = SpecPrefillDocumentCompressor(compressor=compressor)
     assert comp.compress_documents([], QUERY) == []
     assert EVENT_NAME == "specprefill_compression"
+
+
+def test_a_users_own_metadata_key_is_never_overwritten(compressor, documents) -> None:
+    from specprefill_agents import ConfigError
+
+    mine = [Document(page_content=d.page_content, metadata={"specprefill": "the user's own"}) for d in documents]
+    with pytest.raises(ConfigError, match="metadata_key"):
+        SpecPrefillDocumentCompressor(compressor=compressor).compress_documents(mine, "dedent")
+    out = SpecPrefillDocumentCompressor(compressor=compressor, metadata_key="compression").compress_documents(
+        mine, "dedent")
+    assert all(d.metadata["specprefill"] == "the user's own" and "kept_spans" in d.metadata["compression"]
+               for d in out)
+    ours = SpecPrefillDocumentCompressor(compressor=compressor)
+    again = ours.compress_documents(ours.compress_documents(documents, "dedent"), "dedent")  # its own stats: fine
+    assert len(again) == len(documents) and all("kept_spans" in d.metadata["specprefill"] for d in again)
