@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="lexical prior: boost of the chunks that best match the query's words (default 2; 0 = off)")
     comp.add_argument("--target-tokenizer", metavar="DIR_OR_ID",
                       help="count the budget in this HF tokenizer's tokens (default: the draft's)")
-    comp.add_argument("--json", action="store_true", help="print one JSON object (texts, spans, stats) instead")
+    comp.add_argument("--json", action="store_true",
+                      help="print one JSON object (texts, spans, stats) instead; texts with undecodable input "
+                           "bytes also come exactly, base64-encoded, under raw_base64")
     _draft_args(comp)
     prep = sub.add_parser("prepare", help="load (and convert once) the draft model, then print where it lives")
     _draft_args(prep)
@@ -136,9 +138,11 @@ def _compress(args: argparse.Namespace) -> int:
     result = comp.compress(texts, query=args.query)
     if args.json:
         payload = {
-            "texts": result.texts,
+            "texts": [_json_text(t) for t in result.texts],
             "kept_spans": [[[s.start, s.end] for s in spans] for spans in result.kept_spans],
             "stats": {**dataclasses.asdict(result.stats), "ratio": result.stats.ratio},
+            # texts holding undecodable input bytes: exact bytes here, U+FFFD in "texts"
+            "raw_base64": {str(i): _base64(t) for i, t in enumerate(result.texts) if _json_text(t) != t},
         }
         _write(sys.stdout, json.dumps(payload) + "\n")
         return 0
@@ -148,6 +152,17 @@ def _compress(args: argparse.Namespace) -> int:
           f"{s.counted_with}); budget {s.budget_tokens}; draft forwarded {s.draft_tokens_forwarded} tokens "
           f"in {s.timings.get('total', 0.0):.2f}s", file=sys.stderr)
     return 0
+
+
+def _json_text(text: str) -> str:
+    """``text`` as valid Unicode for JSON: undecodable input bytes (lone surrogates) become U+FFFD."""
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+
+def _base64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode("utf-8", errors="surrogateescape")).decode("ascii")
 
 
 def _write(stream: TextIO, text: str) -> None:

@@ -106,3 +106,16 @@ def test_prepare_reports_the_draft(draft_dir: str, monkeypatch: pytest.MonkeyPat
     code, out, _ = _run(["prepare", "--draft", draft_dir], monkeypatch)
     info = json.loads(out)
     assert code == 0 and info["name"].startswith("dir:") and info["max_context"] == 512
+
+
+def test_json_holds_valid_unicode_and_the_exact_bytes_of_undecodable_input(
+        draft_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    data = b"short \xff\xfe text"
+    code, out, _ = _run(["compress", "--json", "--draft", draft_dir], monkeypatch, stdin=data)
+    assert code == 0
+    payload = json.loads(out)
+    payload["texts"][0].encode("utf-8")  # no lone surrogates: any strict JSON reader takes it
+    assert "\ufffd" in payload["texts"][0]
+    assert base64.b64decode(payload["raw_base64"]["0"]) == data  # short: passed through whole
