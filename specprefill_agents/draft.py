@@ -303,11 +303,36 @@ def converted_gguf_dir(gguf: Path, cache_root: Path, sha: str | None = None) -> 
 
 
 def _is_complete(target: Path, sha: str) -> bool:
+    """Whether ``target`` holds a finished conversion of the GGUF with hash ``sha``, intact: every
+    file the manifest lists has its recorded size (checked on every load) and hash (checked on
+    the first load in this process).  False sends the caller to convert again, under the lock."""
     try:
         manifest = json.loads((target / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(manifest, dict) and manifest.get("sha256") == sha
+    if not isinstance(manifest, dict) or manifest.get("sha256") != sha or not isinstance(manifest.get("files"), dict):
+        return False
+    files: dict[str, Any] = manifest["files"]
+    try:
+        if any((target / name).stat().st_size != entry["size"] for name, entry in files.items()):
+            raise ValueError("size")
+        key = (str(target), sha)
+        if key not in _VERIFIED:
+            if any(_file_sha256(target / name) != entry["sha256"] for name, entry in files.items()):
+                raise ValueError("hash")
+            _VERIFIED.add(key)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("the converted draft in %s is damaged (%s); converting it again", target, exc)
+        return False
+    return True
+
+
+def _file_records(directory: Path) -> dict[str, dict[str, Any]]:
+    return {p.name: {"size": p.stat().st_size, "sha256": _file_sha256(p)}
+            for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
+
+
+_VERIFIED: set[tuple[str, str]] = set()  # converted dirs whose file hashes this process checked
 
 
 def _convert_into(gguf: Path, target: Path, sha: str) -> None:
@@ -322,7 +347,8 @@ def _convert_into(gguf: Path, target: Path, sha: str) -> None:
         start = time.perf_counter()
         _convert_gguf(gguf, tmp)
         manifest = {"source": str(gguf), "sha256": sha, "transformers": transformers_version(),
-                    "torch": torch.__version__, "seconds": round(time.perf_counter() - start, 2)}
+                    "torch": torch.__version__, "seconds": round(time.perf_counter() - start, 2),
+                    "files": _file_records(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         if target.exists():  # incomplete or from another source: replace it
             shutil.rmtree(target)

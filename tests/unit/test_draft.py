@@ -369,3 +369,28 @@ def test_stop_token_ids_gather_every_eos() -> None:
     draft.model.config.eos_token_id = 9
     expected = {3, 7, 9} | ({draft.tokenizer.eos_token_id} if draft.tokenizer.eos_token_id is not None else set())
     assert draft.stop_token_ids == expected
+
+
+def test_a_damaged_conversion_is_converted_again(fake_gguf: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Converted files are checked against the manifest (size on every load, hash once per
+    process): truncated or bit-flipped weights are converted again, never loaded."""
+    converter = FakeConverter()
+    monkeypatch.setattr(draft_mod, "_convert_gguf", converter)
+    monkeypatch.setattr(draft_mod, "_VERIFIED", set())
+    root = tmp_path / "cache"
+    target = converted_gguf_dir(fake_gguf, root)
+    weights = target / "model.safetensors"
+    manifest = json.loads((target / draft_mod.MANIFEST).read_text())
+    assert manifest["files"]["model.safetensors"] == {"size": 7, "sha256": hashlib.sha256(b"weights").hexdigest()}
+    assert converted_gguf_dir(fake_gguf, root) == target and len(converter.calls) == 1  # intact: reused
+    weights.write_bytes(b"wei")  # truncated
+    assert converted_gguf_dir(fake_gguf, root) == target and len(converter.calls) == 2
+    assert weights.read_bytes() == b"weights"
+    weights.write_bytes(b"weighTs")  # same size, one byte changed
+    monkeypatch.setattr(draft_mod, "_VERIFIED", set())  # as a new process: hashes are checked again
+    assert converted_gguf_dir(fake_gguf, root) == target and len(converter.calls) == 3
+    assert weights.read_bytes() == b"weights"
+    del manifest["files"]  # a conversion that recorded no files cannot be checked: converted again
+    (target / draft_mod.MANIFEST).write_text(json.dumps(manifest))
+    assert converted_gguf_dir(fake_gguf, root) == target and len(converter.calls) == 4
