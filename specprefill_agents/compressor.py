@@ -149,7 +149,6 @@ class SpecPrefillCompressor:
             result = _passthrough(segments, counts, counter_name, budget=0)
             return dataclasses.replace(result, stats=dataclasses.replace(result.stats, failure=failure))
 
-    # ------------------------------------------------------------------ internals
     def counter(self, token_counter: Any = None) -> tuple[TokenCounter, str]:
         """The counter (and its name) a call with ``token_counter`` counts budgets and stats with:
         ``token_counter``, else the compressor's default, else the draft's tokenizer (loads it)."""
@@ -161,6 +160,7 @@ class SpecPrefillCompressor:
         counter, _ = make_counter(draft.tokenizer)
         return counter, f"draft:{draft.name}"
 
+    # ------------------------------------------------------------------ internals
     def _compress(self, segments: list[Segment], counts: list[int], query: str | None, config: CompressionConfig,
                   counter: TokenCounter, counter_name: str) -> CompressionResult:
         t_start = time.perf_counter()
