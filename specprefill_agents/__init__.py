@@ -8,7 +8,7 @@ Quickstart::
     res.text, res.stats.compressed_tokens
 """
 
-from .budget import APPROXIMATE, TokenCounter, approximate_tokens, countable, make_counter
+from .budget import APPROXIMATE, TokenCounter, approximate_tokens, count_or_approximate, countable, make_counter
 from .cache import KVPrefixCache
 from .compressor import SpecPrefillCompressor
 from .config import CacheConfig, CompressionConfig, DraftConfig, ScoringConfig
@@ -50,6 +50,7 @@ __all__ = [
     "TokenCounter",
     "APPROXIMATE",
     "approximate_tokens",
+    "count_or_approximate",
     "make_counter",
     "countable",
     "asked_query",

@@ -17,7 +17,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["APPROXIMATE", "TokenCounter", "approximate_tokens", "budget_tokens", "countable", "make_counter"]
+__all__ = ["APPROXIMATE", "TokenCounter", "approximate_tokens", "budget_tokens", "count_or_approximate",
+           "countable", "make_counter"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,3 +134,14 @@ APPROXIMATE = "chars/4"
 def approximate_tokens(text: str) -> int:
     """About one token per 4 characters: the count of last resort (a counter failed or cannot load)."""
     return (len(text) + 3) // 4
+
+
+def count_or_approximate(counter: TokenCounter | None, name: str, texts: list[str]) -> tuple[list[int], str]:
+    """Each text counted with ``counter`` (named ``name``), or all of them approximated when there is
+    no counter or it raises: stats of a pass-through must never turn it into a crash."""
+    if counter is not None:
+        try:
+            return [counter(countable(text)) for text in texts], name
+        except Exception:
+            pass
+    return [approximate_tokens(text) for text in texts], APPROXIMATE

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .budget import APPROXIMATE, TokenCounter, approximate_tokens, budget_tokens, countable, make_counter
+from .budget import APPROXIMATE, TokenCounter, budget_tokens, count_or_approximate, countable, make_counter
 from .cache import KVPrefixCache
 from .config import CacheConfig, CompressionConfig, DraftConfig
 from .draft import DraftModel, load_draft
@@ -145,7 +145,7 @@ class SpecPrefillCompressor:
             return self._compress(segments, counts, query, config, counter, counter_name)
         except Exception as exc:
             failure = handle_failure(self.on_failure, exc, type(self).__name__)
-            counts, counter_name = _fallback_counts(segments, counter, counter_name)
+            counts, counter_name = count_or_approximate(counter, counter_name, [s.text for s in segments])
             result = _passthrough(segments, counts, counter_name, budget=0)
             return dataclasses.replace(result, stats=dataclasses.replace(result.stats, failure=failure))
 
@@ -194,16 +194,6 @@ class SpecPrefillCompressor:
         onto any tokenizer's tokens or onto words/lines.
         """
         return self._ensure_scorer().score(_validate_segments(segments), query)
-
-
-def _fallback_counts(segments: list[Segment], counter: TokenCounter | None, name: str) -> tuple[list[int], str]:
-    """Token counts for a failed call's stats: with ``counter`` if it counts, else approximated."""
-    if counter is not None:
-        try:
-            return [counter(countable(s.text)) for s in segments], name
-        except Exception:
-            pass
-    return [approximate_tokens(s.text) for s in segments], APPROXIMATE
 
 
 def _counting_once(counter: TokenCounter) -> TokenCounter:

@@ -21,6 +21,7 @@ from specprefill_agents import (
     SpecPrefillCompressor,
     TokenCounter,
     approximate_tokens,
+    count_or_approximate,
     countable,
     make_counter,
 )
@@ -114,7 +115,5 @@ class Counter:
     def count_all(self, texts: list[str]) -> tuple[list[int], str]:
         """Each text's count and the counter's name; all approximated if the counter raises
         (a failing counter must not turn a pass-through into a crash)."""
-        try:
-            return [self(text) for text in texts], self.name
-        except Exception:
-            return [approximate_tokens(text) for text in texts], APPROXIMATE
+        self._resolve()  # the counter's name is known once it is resolved
+        return count_or_approximate(self, self.name, texts)
