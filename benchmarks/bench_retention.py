@@ -33,17 +33,32 @@ import torch
 
 from benchmarks import baselines as bl
 from benchmarks.bench_scoring import machine_info
+from benchmarks.score_store import StoredScoresCompressor
 from benchmarks.tasks import FAMILIES, TaskInstance, make_suite
 from specprefill_agents import (CacheConfig, CompressionConfig, DraftConfig, Segment, SpecPrefillCompressor,
                                 load_draft)
 
-METHODS = ("ours", "random", "head_tail", "bm25", "embeddings", "ours+detrend", "ours+2pass", "longllmlingua")
+METHODS = ("ours", "random", "head_tail", "bm25", "embeddings", "bm25_sentences", "ours+detrend", "ours+2pass",
+           "longllmlingua")
 DEFAULT_METHODS = METHODS[:5]
 TARGETS = {0.25: 0.95, 0.10: 0.85}
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def quiet_offline(threads: int) -> None:
+    """What every benchmark process sets first: torch threads, no hub, no progress bars."""
+    torch.set_num_threads(threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def token_counter(tokenizer: Any) -> bl.Counter:
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
 
 
 def segments_of(task: TaskInstance) -> list[Segment]:
@@ -68,15 +83,20 @@ def parse_variant(spec: str) -> tuple[str, CompressionConfig]:
     return f"ours[{name}]", base.replace(**top, scoring=base.scoring.replace(**scoring))
 
 
-def _ours(draft: Any, counter: bl.Counter, config: CompressionConfig | None = None, name: str = "ours") -> bl.Ours:
-    method = bl.Ours(SpecPrefillCompressor(draft, config, cache=CacheConfig(kv_cache_bytes=0), on_failure="raise"),
-                     counter)
+def _ours(draft: Any, counter: bl.Counter, config: CompressionConfig | None = None, name: str = "ours",
+          store: Path | None = None) -> bl.Ours:
+    cache = CacheConfig(kv_cache_bytes=0)
+    compressor = (SpecPrefillCompressor(draft, config, cache=cache, on_failure="raise") if store is None
+                  else StoredScoresCompressor(draft, config, cache=cache, on_failure="raise", store=store))
+    method = bl.Ours(compressor, counter)
     method.name = name
     return method
 
 
 def build_methods(names: list[str], draft: Any, counter: bl.Counter, seed: int,
-                  variants: list[str] = ()) -> list[Any]:  # type: ignore[assignment]
+                  variants: list[str] = (), store: Path | None = None) -> list[Any]:  # type: ignore[assignment]
+    """The methods by name, then one ``ours[NAME]`` per variant; with ``store``, ours' draft scores
+    are read from (and written to) that folder (``benchmarks/score_store.py``)."""
     offsets = bl.tokenizer_offsets(draft.tokenizer)
 
     def longllmlingua() -> Any:  # llmlingua is an optional peer, imported only when asked for (benchmarks/README.md)
@@ -86,18 +106,19 @@ def build_methods(names: list[str], draft: Any, counter: bl.Counter, seed: int,
         return LongLLMLingua(counter, draft.model.name_or_path, device_map=str(draft.device))
 
     makers = {
-        "ours": lambda: _ours(draft, counter),
+        "ours": lambda: _ours(draft, counter, store=store),
         "random": lambda: bl.RandomChunks(counter, offsets, seed=seed),
         "head_tail": lambda: bl.HeadTail(counter, offsets),
         "bm25": lambda: bl.BM25Chunks(counter, offsets),
         "embeddings": lambda: bl.EmbeddingChunks(counter, offsets, bl.minilm_encoder()),
+        "bm25_sentences": lambda: bl.BM25Sentences(counter),
         "ours+detrend": lambda: bl.OursDetrended(SpecPrefillCompressor(draft, cache=CacheConfig(kv_cache_bytes=0),
                                                                        on_failure="raise"), counter),
         "ours+2pass": lambda: bl.OursTwoPass(SpecPrefillCompressor(draft, cache=CacheConfig(kv_cache_bytes=0),
                                                                    on_failure="raise"), counter),
         "longllmlingua": longllmlingua,
     }
-    return [makers[name]() for name in names] + [_ours(draft, counter, cfg, name)
+    return [makers[name]() for name in names] + [_ours(draft, counter, cfg, name, store)
                                                    for name, cfg in map(parse_variant, variants)]
 
 
@@ -109,6 +130,7 @@ def run_one(method: Any, task: TaskInstance, ratio: float) -> dict[str, Any]:
             "ratio": ratio, "retained": not missing, "evidence_kept": len(task.evidence) - len(missing),
             "evidence_total": len(task.evidence), "missing": missing, "tokens_in": task.n_tokens,
             "tokens_out": out.tokens, "budget": out.budget, "seconds": out.seconds,
+            "scored_seconds": getattr(getattr(method, "compressor", None), "scored_seconds", None),
             "text_sha": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]}
 
 
@@ -234,6 +256,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--draft-dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="draft weights/activations dtype (default: the library's choice for the device)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
+    p.add_argument("--store", default=None,
+                   help="folder of ours' draft scores, reused across runs (benchmarks/score_store.py)")
     p.add_argument("--out", default="benchmarks/results/retention_cpu.json", help="JSON; .md and .png beside it")
     return p.parse_args(argv)
 
@@ -249,18 +273,14 @@ def build_tasks(args: argparse.Namespace, counter: bl.Counter) -> list[TaskInsta
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    quiet_offline(args.threads)
     started = time.perf_counter()
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
     result: dict[str, Any] = {"machine": machine_info(), "args": vars(args)}
     draft = load_draft(DraftConfig(model=args.draft, dtype=args.draft_dtype))
-    tok = draft.tokenizer
-    counter = lambda text: len(tok.encode(text, add_special_tokens=False))  # noqa: E731
+    counter = token_counter(draft.tokenizer)
     tasks = build_tasks(args, counter)
-    methods = build_methods(args.methods, draft, counter, args.seed, args.ours_variants)
+    methods = build_methods(args.methods, draft, counter, args.seed, args.ours_variants,
+                            Path(args.store) if args.store else None)
     log(f"{len(tasks)} instances x {len(methods)} methods x {len(args.ratios)} ratios")
     rows = run(tasks, methods, args.ratios)
     result.update(draft=draft.name, method_names=[m.name for m in methods], instances=len(tasks), rows=rows,

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch
 
-from benchmarks.bench_retention import build_methods, log, segments_of
+from benchmarks.bench_retention import build_methods, log, quiet_offline, segments_of
 from benchmarks.bench_scoring import device_sync, machine_info
 from benchmarks.models import load_target
 from benchmarks.tasks import FAMILIES, TaskInstance, make_suite
@@ -271,11 +271,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
+    quiet_offline(args.threads)
     started = time.perf_counter()
     result: dict[str, Any] = {"machine": machine_info(), "args": vars(args)}
     draft = load_draft(DraftConfig(model=args.draft, dtype=args.draft_dtype))

@@ -56,7 +56,7 @@ import torch
 from llmlingua import PromptCompressor
 from transformers import DynamicCache
 
-from benchmarks.baselines import Compressed, Counter
+from benchmarks.baselines import Budget, Compressed, Counter, budget_args
 from specprefill_agents import CompressionConfig, Segment
 from specprefill_agents.budget import budget_tokens
 from specprefill_agents.draft import draft_cache_root
@@ -242,14 +242,14 @@ class LongLLMLingua:
                                                       model_config=config)
         return self._compressor
 
-    def compress(self, segments: Sequence[Segment], query: str, keep_ratio: float) -> Compressed:
+    def compress(self, segments: Sequence[Segment], query: str, budget: Budget) -> Compressed:
         if not query.strip():
             raise ValueError("LongLLMLingua is question-aware: pass the question as query")
         compressor = self.compressor
         t0 = time.perf_counter()
         counts = [self.counter(s.text) for s in segments]
         eligible = [i for i, s in enumerate(segments) if s.may_compress and counts[i] >= self.min_tokens]
-        budget = budget_tokens(sum(counts[i] for i in eligible), keep_ratio, None)
+        budget = budget_tokens(sum(counts[i] for i in eligible), *budget_args(budget))
         texts = [s.text for s in segments]
         if not eligible:
             return Compressed(tuple(texts), 0, budget, time.perf_counter() - t0)

@@ -5,7 +5,9 @@ maps those scores onto tokenizer-independent *units* of the text:
 
 * ``word``: maximal runs of non-whitespace (prose),
 * ``line``: non-blank lines, leading indentation included (code, JSON, logs, tables),
-* ``sentence``: runs of words ending after ``. ! ?`` or at a blank line.
+* ``sentence``: runs of words ending after ``. ! ?`` or at a blank line,
+* ``statement``: sentences that also end at a line break after a short line or a ``:``
+  (headings, titles, list items, log lines), while hard-wrapped prose lines continue.
 
 A unit's score is the max (or mean) of the draft tokens whose character span
 overlaps it.  Everything is vectorised with numpy so 100k+ character texts cost
@@ -27,7 +29,7 @@ __all__ = ["detect_kind", "resolve_unit", "split_units", "unit_scores"]
 logger = logging.getLogger(__name__)
 
 Kind = Literal["prose", "code"]
-Unit = Literal["word", "line", "sentence"]
+Unit = Literal["word", "line", "sentence", "statement"]
 
 # --- kind detection ---------------------------------------------------------------
 
@@ -93,11 +95,12 @@ def detect_kind(text: str) -> Kind:
 
 
 def resolve_unit(config_unit: str, kind: str) -> Unit:
-    """The selection unit for a segment: ``"auto"`` → ``"line"`` for code, ``"word"`` for prose."""
+    """The selection unit for a segment: ``"auto"`` → whole statements, ``"line"`` for code and
+    ``"statement"`` for prose."""
     if config_unit == "auto":
         if kind not in ("prose", "code"):
             raise ConfigError(f"kind must be 'prose' or 'code', got {kind!r}")
-        return "line" if kind == "code" else "word"
+        return "line" if kind == "code" else "statement"
     if config_unit not in ("word", "line", "sentence"):
         raise ConfigError(f"unit must be 'auto', 'word', 'line' or 'sentence', got {config_unit!r}")
     return config_unit  # type: ignore[return-value]
@@ -120,9 +123,15 @@ def _code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
 
 
-def _sentence_spans(text: str, words: np.ndarray) -> np.ndarray:
+#: A line shorter than this that ends in a line break ends a statement (a heading, a title,
+#: a list item); longer lines are taken as hard-wrapped prose that goes on.
+SHORT_LINE = 40
+
+
+def _sentence_spans(text: str, words: np.ndarray, lines: bool = False) -> np.ndarray:
     """Group word spans into sentences: break after a terminator (optionally closed by a
-    quote or bracket) and wherever the whitespace between two words holds a blank line."""
+    quote or bracket) and wherever the whitespace between two words holds a blank line;
+    with ``lines``, also at a line break after ``:`` or after a line under :data:`SHORT_LINE`."""
     if len(words) == 0:
         return words
     cps = _code_points(text)
@@ -132,8 +141,14 @@ def _sentence_spans(text: str, words: np.ndarray) -> np.ndarray:
     closed = np.isin(last, _CLOSERS) & np.isin(before_last, _TERMINATORS) & (ends - 2 >= starts)
     terminal = np.isin(last, _TERMINATORS) | closed
     newlines = np.concatenate(([0], np.cumsum(cps == 10)))
-    blank_gap = newlines[starts[1:]] - newlines[ends[:-1]] >= 2
-    breaks = np.nonzero(terminal[:-1] | blank_gap)[0]
+    gap_newlines = newlines[starts[1:]] - newlines[ends[:-1]]
+    breaks_at = terminal[:-1] | (gap_newlines >= 2)
+    if lines:
+        line_start = np.concatenate(([0], np.nonzero(cps == 10)[0] + 1))
+        own_line = line_start[newlines[ends[:-1]]]  # where the line holding each word's end begins
+        short = (ends[:-1] - own_line) < SHORT_LINE
+        breaks_at |= (gap_newlines >= 1) & (short | (last[:-1] == ord(":")))
+    breaks = np.nonzero(breaks_at)[0]
     first = np.concatenate(([0], breaks + 1))
     final = np.concatenate((breaks, [len(words) - 1]))
     return np.stack((starts[first], ends[final]), axis=1)
@@ -153,7 +168,9 @@ def split_units(text: str, unit: Unit) -> np.ndarray:
         return _spans(_LINE, text)
     if unit == "sentence":
         return _sentence_spans(text, _spans(_WORD, text))
-    raise ConfigError(f"unit must be 'word', 'line' or 'sentence', got {unit!r}")
+    if unit == "statement":
+        return _sentence_spans(text, _spans(_WORD, text), lines=True)
+    raise ConfigError(f"unit must be 'word', 'line', 'sentence' or 'statement', got {unit!r}")
 
 
 # --- scores -----------------------------------------------------------------------

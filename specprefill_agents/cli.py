@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--lookahead", type=int, default=None, help="greedy draft tokens after the query (default 4)")
     comp.add_argument("--lexical-boost", type=float, default=None,
                       help="lexical prior: boost of the chunks that best match the query's words (default 2; 0 = off)")
+    comp.add_argument("--lexical-feedback", type=int, default=None,
+                      help="rounds of query feedback for the lexical prior (default 4; 0 = off)")
     comp.add_argument("--target-tokenizer", metavar="DIR_OR_ID",
                       help="count the budget in this HF tokenizer's tokens (default: the draft's)")
     comp.add_argument("--json", action="store_true",
@@ -121,6 +123,8 @@ def _compression_config(args: argparse.Namespace) -> CompressionConfig:
         kw["min_tokens"] = args.min_tokens
     if args.lexical_boost is not None:
         kw["lexical_boost"] = args.lexical_boost
+    if args.lexical_feedback is not None:
+        kw["lexical_feedback"] = args.lexical_feedback
     return CompressionConfig(**kw)
 
 

@@ -176,7 +176,7 @@ class SpecPrefillCompressor:
         t_end = time.perf_counter()
         used = sum(new_counts[i] for i in eligible)
         if used > budget:
-            logger.info("budget of %d tokens exceeded (%d) by the anchors alone", budget, used)
+            logger.info("budget of %d tokens exceeded (%d) by a single chunk", budget, used)
         stats = CompressionStats(
             original_tokens=sum(counts), compressed_tokens=sum(new_counts), counted_with=counter_name,
             budget_tokens=budget, budget_exceeded=used > budget, segments_total=len(segments),
@@ -228,7 +228,7 @@ def _select(segments: list[Segment], counts: list[int], eligible: list[int], tok
     plans = [plan_segment(segments[i].text, token_scores.segments[i].offsets, token_scores.segments[i].scores,
                           config, kind=segments[i].kind) for i in eligible]
     if config.lexical_boost and asked:
-        plans = boost_plans(plans, asked, config.lexical_boost)
+        plans = boost_plans(plans, asked, config.lexical_boost, config.lexical_feedback)
     kept = choose(plans, budget, counter, config, whole=[counts[i] for i in eligible])
     out, spans, new_counts = list(segments), [_full_span(s.text) for s in segments], list(counts)
     for i, plan, chosen in zip(eligible, plans, kept):

@@ -94,14 +94,16 @@ class CompressionConfig(_ConfigMixin):
     )
     min_tokens: int = _help("Segments shorter than this (in counted tokens) are left untouched.", 64)
     unit: UnitKind = _help(
-        "Selection unit: 'word' for prose, 'line' for code/JSON/logs, 'sentence', or 'auto' "
-        "(detected per segment).",
+        "Selection unit. 'auto': whole statements, detected per segment (sentences and short lines for "
+        "prose, lines for code/JSON/logs; a statement longer than four chunks is cut into words); "
+        "or 'word', 'line', 'sentence' for every segment.",
         "auto",
     )
     chunk_tokens: int = _help(
-        "Chunk size in draft tokens for prose; chunks snap to unit boundaries and are kept or dropped whole.", 16
+        "Chunk size in draft tokens for prose; chunks are whole units, kept or dropped whole (with 'auto', "
+        "short statements share a chunk up to this size).", 16
     )
-    code_chunk_tokens: int = _help("Chunk size in draft tokens for code / line units.", 64)
+    code_chunk_tokens: int = _help("Chunk size in draft tokens for code / line units.", 16)
     top_p: float | None = _help(
         "Optional: stop adding chunks once their cumulative normalised score mass reaches p "
         "(the budget still caps).",
@@ -111,6 +113,11 @@ class CompressionConfig(_ConfigMixin):
         "Lexical prior: each chunk's draft score is multiplied by 1 + lexical_boost x its BM25 match with "
         "the query, relative to the request's best-matching chunk; 0 = draft attention only.",
         2.0,
+    )
+    lexical_feedback: int = _help(
+        "Rounds of pseudo-relevance feedback for the lexical prior: each round, the rare words of the best "
+        "chunk not yet used join the query (a second hop that names the first hop's entity rises); 0 = off.",
+        4,
     )
     gap_marker: str = _help("Marker written where prose was removed.", "[...]")
     code_gap_marker: str = _help("Marker line written where code/line units were removed.", "# [...]")
@@ -130,6 +137,7 @@ class CompressionConfig(_ConfigMixin):
         _check_choice("unit", self.unit, ("auto", "word", "line", "sentence"))
         _check_int("chunk_tokens", self.chunk_tokens, 1)
         _check_int("code_chunk_tokens", self.code_chunk_tokens, 1)
+        _check_int("lexical_feedback", self.lexical_feedback, 0)
         if self.top_p is not None and (isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float))
                                        or not 0.0 < float(self.top_p) <= 1.0):
             raise ConfigError(f"top_p must be a number in (0, 1] or None, got {self.top_p!r}")

@@ -24,7 +24,7 @@ import numpy as np
 
 from .selection import SegmentPlan
 
-__all__ = ["bm25_scores", "boost_plans", "query_terms"]
+__all__ = ["bm25_scores", "boost_plans", "expand_query", "query_terms"]
 
 _WORD = re.compile(r"\w+")
 
@@ -52,13 +52,41 @@ def bm25_scores(documents: Sequence[str], query: str, k1: float = 1.5, b: float 
     return scores
 
 
-def boost_plans(plans: Sequence[SegmentPlan], query: str, weight: float) -> list[SegmentPlan]:
+#: Pseudo-relevance feedback takes, per round, at most this many words from the best chunk:
+#: those in the fewest other chunks (but in at least one other, or they lead nowhere).
+FEEDBACK_TERMS = 3
+#: ... and only words found in at most this many chunks (rare enough to name one thing).
+FEEDBACK_MAX_DF = 3
+
+
+def expand_query(documents: Sequence[str], query: str, rounds: int) -> str:
+    """``query`` plus, for each of ``rounds`` rounds, the rarest words of the best BM25 match not used
+    yet (a chain ``A = 5``, ``B = A``, ``C = B`` is walked one link per round)."""
+    bags = [set(query_terms(doc)) for doc in documents]
+    df = Counter(term for bag in bags for term in bag)
+    asked, used, extra = set(query_terms(query)), set(), list[str]()
+    for _ in range(rounds):
+        scores = bm25_scores(documents, " ".join([query, *extra]))
+        best = next((int(i) for i in np.argsort(-scores, kind="stable") if scores[i] > 0 and int(i) not in used),
+                    None)
+        if best is None:
+            break
+        used.add(best)
+        new = sorted((t for t in bags[best] if t not in asked and 2 <= df[t] <= FEEDBACK_MAX_DF),
+                     key=lambda t: (df[t], t))[:FEEDBACK_TERMS]
+        asked.update(new)
+        extra += new
+    return " ".join([query, *extra])
+
+
+def boost_plans(plans: Sequence[SegmentPlan], query: str, weight: float, feedback: int = 0) -> list[SegmentPlan]:
     """``plans`` with every chunk's score times ``1 + weight * bm25 / max(bm25)`` (BM25 over all
-    chunks of all plans against ``query``); unchanged when ``weight`` is 0 or no chunk shares a
-    word with the query."""
+    chunks of all plans against ``query``, expanded by ``feedback`` rounds of :func:`expand_query`);
+    unchanged when ``weight`` is 0 or no chunk shares a word with the query."""
     if weight <= 0 or not plans:
         return list(plans)
-    lexical = bm25_scores([plan.chunk_text(i) for plan in plans for i in range(len(plan.chunks))], query)
+    texts = [plan.chunk_text(i) for plan in plans for i in range(len(plan.chunks))]
+    lexical = bm25_scores(texts, expand_query(texts, query, feedback) if feedback else query)
     best = float(lexical.max())
     if best <= 0:
         return list(plans)

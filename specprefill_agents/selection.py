@@ -3,9 +3,9 @@
 Pipeline for the compressible segments of one request:
 
 1. :func:`plan_segment` cuts each segment into chunks that partition its text:
-   consecutive units (words / lines / sentences) of about ``chunk_tokens`` draft
-   tokens plus the whitespace after them.  The first and the last unit are each an
-   *anchor* chunk, always kept.
+   consecutive units (words / lines / sentences / statements) of about ``chunk_tokens``
+   draft tokens plus the whitespace after them.  The first and the last unit are each an
+   *anchor* chunk, kept unless they alone exceed the budget.
 2. :func:`choose` selects chunks across all segments at once under one budget
    (counted with the caller's counter, e.g. the target tokenizer), then verifies
    the rendered output against the budget and drops chunks until it fits.
@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from .alignment import detect_kind, resolve_unit, split_units, unit_scores
+from .alignment import Unit, detect_kind, resolve_unit, split_units, unit_scores
 from .config import CompressionConfig
 from .errors import ConfigError, InputError
 from .types import KeptSpan
@@ -68,9 +68,10 @@ def gap_separator(kind: str, config: CompressionConfig) -> str:
 # --- planning ---------------------------------------------------------------------
 
 
-def _groups(counts: np.ndarray, target: int) -> list[tuple[int, int]]:
+def _groups(counts: np.ndarray, target: int, fit: bool = False) -> list[tuple[int, int]]:
     """Inclusive unit ranges: first unit, then middle units greedily filled up to
-    ``target`` draft tokens (a chunk closes once it reaches the target), then the last."""
+    ``target`` draft tokens, then the last.  A chunk closes once it reaches the target, or with
+    ``fit`` before it would pass it (a unit longer than the target is a chunk of its own)."""
     u = len(counts)
     groups = [(0, 0)]
     if u > 2:
@@ -78,7 +79,11 @@ def _groups(counts: np.ndarray, target: int) -> list[tuple[int, int]]:
         i, last = 0, u - 3
         while i <= last:
             base = int(cum[i - 1]) if i else 0
-            j = min(int(np.searchsorted(cum, base + target, side="left")), last)
+            if fit:
+                j = max(int(np.searchsorted(cum, base + target, side="right")) - 1, i)
+            else:
+                j = int(np.searchsorted(cum, base + target, side="left"))
+            j = min(j, last)
             groups.append((i + 1, j + 1))
             i = j + 1
     if u > 1:
@@ -86,8 +91,9 @@ def _groups(counts: np.ndarray, target: int) -> list[tuple[int, int]]:
     return groups
 
 
-def _chunks(text: str, units: np.ndarray, scores: np.ndarray, counts: np.ndarray, target: int) -> tuple[Chunk, ...]:
-    groups = _groups(counts, target)
+def _chunks(text: str, units: np.ndarray, scores: np.ndarray, counts: np.ndarray, target: int,
+            fit: bool = False) -> tuple[Chunk, ...]:
+    groups = _groups(counts, target, fit)
     firsts = np.array([g[0] for g in groups], dtype=np.int64)
     tokens = np.add.reduceat(counts, firsts)
     weighted = np.add.reduceat(scores * counts, firsts) / np.maximum(tokens, 1)
@@ -123,7 +129,30 @@ def plan_segment(
         return SegmentPlan(text, kind, (Chunk(0, len(text), 0.0, 0, True),))  # type: ignore[arg-type]
     scores, counts = unit_scores(units, token_offsets, token_scores, "max")
     target = config.code_chunk_tokens if unit == "line" else config.chunk_tokens
-    return SegmentPlan(text, kind, _chunks(text, units, scores, counts, target))  # type: ignore[arg-type]
+    statements = config.unit == "auto"  # whole statements: packed up to the target, long ones cut
+    for finer in ("statement", "word") if statements else ():
+        if counts.max() <= LONG_STATEMENT * target:
+            break
+        units = _split_long(text, units, counts, LONG_STATEMENT * target, finer)
+        scores, counts = unit_scores(units, token_offsets, token_scores, "max")
+    return SegmentPlan(text, kind, _chunks(text, units, scores, counts, target, fit=statements))  # type: ignore[arg-type]
+
+
+#: A statement of more than this many chunks' worth of draft tokens is cut into sentences (a
+#: paragraph on one line), and what is still that long into words (a minified JSON line).
+LONG_STATEMENT = 4
+
+
+def _split_long(text: str, units: np.ndarray, counts: np.ndarray, limit: int, finer: Unit) -> np.ndarray:
+    """``units`` with every unit of more than ``limit`` draft tokens replaced by its ``finer`` units."""
+    parts = []
+    for (start, end), count in zip(units, counts):
+        if count > limit:
+            inner = split_units(text[start:end], finer) + start
+            parts.append(inner if len(inner) else np.array([[start, end]], dtype=np.int64))
+        else:
+            parts.append(np.array([[start, end]], dtype=np.int64))
+    return np.concatenate(parts)
 
 
 # --- rendering --------------------------------------------------------------------
@@ -277,7 +306,20 @@ def _enforce(
         for p in changed:
             counts[p] = _rendered_cost(plans[p], kept[p], counter, config)
     if sum(counts) > budget:
-        logger.debug("anchors alone (%d tokens) exceed the budget of %d", sum(counts), budget)
+        _drop_anchors(plans, kept, counts, budget, counter, config)
+
+
+def _drop_anchors(plans: Sequence[SegmentPlan], kept: list[set[int]], counts: list[int], budget: int,
+                  counter: Counter, config: CompressionConfig) -> None:
+    """Anchors alone exceed the budget (whole statements can be long): drop them, lowest score
+    first, until the output fits or one chunk is left (the budget holds within one unit)."""
+    logger.debug("anchors alone (%d tokens) exceed the budget of %d", sum(counts), budget)
+    anchors = sorted((plans[p].chunks[i].score, -p, -i) for p in range(len(plans)) for i in kept[p])
+    for _, neg_p, neg_i in anchors:
+        if sum(counts) <= budget or sum(len(k) for k in kept) <= 1:
+            break
+        kept[-neg_p].discard(-neg_i)
+        counts[-neg_p] = _rendered_cost(plans[-neg_p], kept[-neg_p], counter, config)
 
 
 def choose(
@@ -295,7 +337,8 @@ def choose(
     including the gap marker they add or remove, fits; ``config.top_p`` stops early
     once the added chunks hold that share of the normalised score mass.  Finally the
     rendered output is counted: ``sum(counter(render(plan)))`` ends ≤ ``budget``
-    unless the anchors alone exceed it, in which case only anchors are kept.  ``whole``: each
+    unless one chunk alone exceeds it: when the anchors alone do not fit, they are dropped too,
+    lowest score first, down to the last chunk.  ``whole``: each
     plan's text already counted with ``counter`` (counted here when not given).
     """
     whole = [counter(plan.text) for plan in plans] if whole is None else list(whole)

@@ -78,7 +78,7 @@ def test_detect_kind_examples(text: str, kind: str) -> None:
 
 def test_resolve_unit() -> None:
     assert resolve_unit("auto", "code") == "line"
-    assert resolve_unit("auto", "prose") == "word"
+    assert resolve_unit("auto", "prose") == "statement"
     assert resolve_unit("sentence", "code") == "sentence"
     with pytest.raises(ConfigError):
         resolve_unit("paragraph", "prose")
@@ -115,7 +115,24 @@ def test_split_sentences() -> None:
     assert _texts("3.14 is pi", split_units("3.14 is pi", "sentence")) == ["3.14 is pi"]
 
 
-@pytest.mark.parametrize("unit", ["word", "line", "sentence"])
+def test_split_statements_ends_short_lines_and_colons_but_not_wrapped_prose() -> None:
+    text = ("Document 1:\nBilly Preston\nBilly Preston (born 1997) is a player. He plays for the Kansas\n"
+            "Jayhawks since 2017 and more words.\nVAR AB = VAR CD The grass is green.\n- item one\n- item two")
+    assert _texts(text, split_units(text, "statement")) == [
+        "Document 1:",
+        "Billy Preston",
+        "Billy Preston (born 1997) is a player.",
+        "He plays for the Kansas\nJayhawks since 2017 and more words.",
+        "VAR AB = VAR CD The grass is green.",
+        "- item one",
+        "- item two",
+    ]
+    # sentences do not end at those line breaks
+    first = "Document 1:\nBilly Preston\nBilly Preston (born 1997) is a player."
+    assert _texts(text, split_units(text, "sentence"))[0] == first
+
+
+@pytest.mark.parametrize("unit", ["word", "line", "sentence", "statement"])
 @pytest.mark.parametrize("text", ["", " ", "\n\n\t  \n", "\u3000\u00a0"])
 def test_split_empty(unit: str, text: str) -> None:
     spans = split_units(text, unit)  # type: ignore[arg-type]
@@ -134,9 +151,9 @@ def test_split_unicode() -> None:
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list("ab.!? \n\t\u00e9日🙂")), max_size=60))
+@given(st.text(alphabet=st.sampled_from(list("ab.!?: \n\t\u00e9日🙂")), max_size=60))
 def test_split_units_invariants(text: str) -> None:
-    for unit in ("word", "line", "sentence"):
+    for unit in ("word", "line", "sentence", "statement"):
         spans = split_units(text, unit)  # type: ignore[arg-type]
         assert np.all(spans[:, 1] > spans[:, 0])
         assert np.all(spans[1:, 0] >= spans[:-1, 1])

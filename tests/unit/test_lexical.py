@@ -7,7 +7,7 @@ import pytest
 
 from specprefill_agents import CompressionConfig, Segment, SpecPrefillCompressor
 from specprefill_agents.budget import budget_tokens, make_counter
-from specprefill_agents.lexical import bm25_scores, boost_plans, query_terms
+from specprefill_agents.lexical import bm25_scores, boost_plans, expand_query, query_terms
 from specprefill_agents.selection import Chunk, SegmentPlan, choose, plan_segment, render
 from specprefill_agents.testing import tiny_draft
 
@@ -45,6 +45,33 @@ def test_boost_multiplies_matching_chunks_and_leaves_the_rest() -> None:
     assert [p.text for p in boosted] == [p.text for p in plans]
     assert boost_plans(plans, "gamma", 0.0) == plans
     assert boost_plans(plans, "nothing shared", 2.0) == plans
+
+
+_NOISE = "the grass is green and the sky is blue"
+_CHAIN = ["VAR KDFWF = 67245 and the grass", _NOISE, "VAR VXAOA = VAR KDFWF here we go", _NOISE,
+          "VAR HRSQB = VAR VXAOA and back", "VAR QQQQQ = VAR ZZZZZ a distractor", _NOISE,
+          "VAR ZZZZZ = 11111 the sky", _NOISE, _NOISE]
+
+
+def test_feedback_walks_a_chain_one_link_per_round() -> None:
+    query = "Find all variables that are assigned the value 67245"
+    assert expand_query(_CHAIN, query, 0) == query
+    one, two = expand_query(_CHAIN, query, 1), expand_query(_CHAIN, query, 2)
+    assert one.split()[-1:] == ["kdfwf"]  # the one word of the best match that leads elsewhere
+    assert two.split()[-2:] == ["kdfwf", "vxaoa"]
+    assert "zzzzz" not in expand_query(_CHAIN, query, 4)  # the distractor chain shares nothing
+    scores = bm25_scores(_CHAIN, expand_query(_CHAIN, query, 3))
+    assert (scores[[0, 2, 4]] > 0).all() and scores[5] == 0
+    assert expand_query(_CHAIN, "no word in common", 3) == "no word in common"
+
+
+def test_boost_with_feedback_raises_the_second_hop() -> None:
+    plans = [_plan([(text + " ", 1.0) for text in _CHAIN])]
+    query = "Find all variables that are assigned the value 67245"
+    plain = [c.score for c in boost_plans(plans, query, 2.0)[0].chunks]
+    fed = [c.score for c in boost_plans(plans, query, 2.0, feedback=2)[0].chunks]
+    assert plain[2] == 1.0 and fed[2] > 1.0 and fed[4] > 1.0
+    assert fed[5] == plain[5] == 1.0 and fed[7] <= plain[7]  # the distractor chain gains nothing
 
 
 def _draft_only_selection(comp: SpecPrefillCompressor, segments: list[Segment], query: str, boost: float) -> str:

@@ -66,6 +66,7 @@ def assert_partition(plan: SegmentPlan) -> None:
 
 
 CFG = CompressionConfig(chunk_tokens=4, code_chunk_tokens=8)
+WORDS = CFG.replace(unit="word")  # word units for prose and code: chunks close once they reach the target
 
 
 # --- plan_segment -----------------------------------------------------------------
@@ -73,7 +74,7 @@ CFG = CompressionConfig(chunk_tokens=4, code_chunk_tokens=8)
 
 def test_plan_prose_chunks() -> None:
     text = prose(50)
-    plan = make_plan(text, CFG)
+    plan = make_plan(text, WORDS)
     assert plan.kind == "prose"
     assert_partition(plan)
     assert words(plan.chunk_text(0)) == 1 and words(plan.chunk_text(len(plan.chunks) - 1)) == 1
@@ -86,7 +87,7 @@ def test_plan_chunk_score_is_the_token_weighted_mean_of_unit_maxima() -> None:
     text = "aa bb cc dd ee"
     offsets = np.array([[0, 1], [1, 2], [2, 4], [4, 5], [5, 8], [8, 11], [11, 14]])
     scores = np.array([0.2, 0.4, 0.1, 0.9, 0.3, 0.5, 0.7], dtype=np.float32)
-    plan = plan_segment(text, offsets, scores, CompressionConfig(chunk_tokens=3), kind="prose")
+    plan = plan_segment(text, offsets, scores, CompressionConfig(unit="word", chunk_tokens=3), kind="prose")
     assert [plan.chunk_text(i) for i in range(len(plan.chunks))] == ["aa ", "bb cc ", "dd ", "ee"]
     assert plan.chunks[0].score == pytest.approx(0.4) and plan.chunks[0].draft_tokens == 2  # max(0.2, 0.4)
     # bb: tokens " b"(0.1) "b"(0.9) -> max 0.9, 2 tokens; cc: " cc"(0.3) -> 0.3, 1 token
@@ -114,7 +115,7 @@ def test_plan_empty(text: str) -> None:
 def test_plan_single_and_two_units() -> None:
     one = make_plan("  lonely \n", CFG)
     assert len(one.chunks) == 1 and one.chunks[0].anchor and one.chunks[0].end == 10
-    two = make_plan("first second", CFG)
+    two = make_plan("first second", WORDS)
     assert [c.anchor for c in two.chunks] == [True, True]
     assert (two.chunk_text(0), two.chunk_text(1)) == ("first ", "second")
 
@@ -138,6 +139,31 @@ def test_plan_partitions_any_text(text: str, seed: int, unit: str, chunk_tokens:
     if text.strip():
         assert_partition(plan)
     assert all(np.isfinite(c.score) for c in plan.chunks)
+
+
+def test_statement_chunks_are_whole_statements_packed_up_to_the_target() -> None:
+    facts = ["The grass is green.", "The sky is blue.", "One of the special magic numbers for low-leopard is: 4633934.",
+             "Here we go.", "There and back again.", "VAR AB = VAR CD and so on.", "End."]
+    text = " ".join(facts)
+    config = CompressionConfig(chunk_tokens=8)
+    plan = make_plan(text, config)
+    pieces = [plan.chunk_text(i).strip() for i in range(len(plan.chunks))]
+    # every chunk is one or more whole sentences; short ones share a chunk while they fit in 8 words
+    assert pieces == ["The grass is green.", "The sky is blue.", facts[2], "Here we go. There and back again.",
+                      facts[5], "End."]
+    assert all(c.draft_tokens <= 8 or len(p.split()) == c.draft_tokens for c, p in zip(plan.chunks, pieces))
+
+
+def test_a_statement_longer_than_four_chunks_is_cut_into_words() -> None:
+    text = "Short one. " + " ".join(f"w{i}" for i in range(50)) + " end. Last one."
+    plan = make_plan(text, CompressionConfig(chunk_tokens=8))
+    pieces = [plan.chunk_text(i) for i in range(len(plan.chunks))]
+    assert pieces[0] == "Short one. " and pieces[-1] == "Last one."
+    assert all(len(p.split()) <= 8 for p in pieces)  # the 51-word statement came apart
+    assert len(pieces) > 6
+    short = make_plan("Short one. " + " ".join(f"w{i}" for i in range(20)) + " end. Last one.",
+                      CompressionConfig(chunk_tokens=8))
+    assert [short.chunk_text(i).split()[0] for i in range(len(short.chunks))] == ["Short", "w0", "Last"]
 
 
 # --- render -----------------------------------------------------------------------
@@ -172,7 +198,7 @@ def test_render_code_marker_on_own_line() -> None:
 
 
 def test_render_custom_and_empty_markers() -> None:
-    plan = make_plan("one two three", CompressionConfig(chunk_tokens=1))
+    plan = make_plan("one two three", CompressionConfig(unit="word", chunk_tokens=1))
     assert render(plan, [0, 2], CompressionConfig(gap_marker="…"))[0] == "one … three"
     assert render(plan, [0, 2], CompressionConfig(gap_marker=""))[0] == "one three"
 
@@ -216,10 +242,15 @@ def test_choose_keeps_everything_when_it_fits() -> None:
     assert [render(p, k, CFG)[0] for p, k in zip(plans, kept)] == [p.text for p in plans]
 
 
-def test_choose_anchors_only_when_budget_too_small() -> None:
-    plans = [make_plan(prose(40), CFG), make_plan(prose(40, 1), CFG)]
-    assert choose(plans, 3, words, CFG) == anchors(plans)
-    assert choose(plans, 0, words, CFG) == anchors(plans)
+def test_choose_drops_anchors_last_when_they_alone_do_not_fit() -> None:
+    plans = [make_plan(prose(40), WORDS), make_plan(prose(40, 1), WORDS)]
+    assert choose(plans, 6, words, WORDS) == anchors(plans)  # "w [...] w" twice: 6 words
+    for budget in (3, 0):
+        kept = choose(plans, budget, words, WORDS)
+        assert all(set(k) <= set(a) for k, a in zip(kept, anchors(plans)))  # no middle chunk
+        assert total(plans, kept, words) <= budget or sum(map(len, kept)) == 1
+    (best,) = [(p, i) for p, k in enumerate(choose(plans, 0, words, WORDS)) for i in k]
+    assert plans[best[0]].chunks[best[1]].score == max(c.score for p in plans for c in p.chunks if c.anchor)
 
 
 @settings(max_examples=60, deadline=None)
@@ -230,10 +261,12 @@ def test_choose_respects_budget(budget: int, counter_name: str, seed: int) -> No
         budget *= 6
     plans = [make_plan(prose(80, seed), CFG, seed), make_plan(code(10), CFG, seed), make_plan("solo", CFG)]
     kept = choose(plans, budget, counter, CFG)
+    all_anchors = all(set(a) <= set(k) for k, a in zip(kept, anchors(plans)))
     for k, a in zip(kept, anchors(plans)):
-        assert set(a) <= set(k) and list(k) == sorted(set(k))
+        assert list(k) == sorted(set(k))
+        assert all_anchors or set(k) <= set(a)  # anchors go only after every middle chunk
     used = total(plans, kept, counter)
-    assert used <= budget or kept == anchors(plans)
+    assert used <= budget or sum(map(len, kept)) == 1
     assert choose(plans, budget, counter, CFG) == kept  # deterministic
 
 
@@ -274,7 +307,7 @@ def test_choose_ties_are_deterministic_and_earliest_first() -> None:
 
 
 def test_choose_global_allocation_favours_high_scoring_segment() -> None:
-    config = CompressionConfig(chunk_tokens=4)
+    config = CompressionConfig(unit="word", chunk_tokens=4)
     text_a, text_b = prose(120, 1), prose(120, 2)
     off_a, _ = draft_tokens(text_a)
     off_b, _ = draft_tokens(text_b)
@@ -291,7 +324,7 @@ def test_choose_global_allocation_favours_high_scoring_segment() -> None:
 
 
 def test_choose_top_p_stops_early() -> None:
-    config = CompressionConfig(chunk_tokens=4)
+    config = CompressionConfig(unit="word", chunk_tokens=4)
     text = prose(200)
     offsets, _ = draft_tokens(text)
     scores = np.full(len(offsets), 0.01, np.float32)

