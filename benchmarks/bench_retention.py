@@ -130,8 +130,13 @@ def run_one(method: Any, task: TaskInstance, ratio: float) -> dict[str, Any]:
             "ratio": ratio, "retained": not missing, "evidence_kept": len(task.evidence) - len(missing),
             "evidence_total": len(task.evidence), "missing": missing, "tokens_in": task.n_tokens,
             "tokens_out": out.tokens, "budget": out.budget, "seconds": out.seconds,
-            "scored_seconds": getattr(getattr(method, "compressor", None), "scored_seconds", None),
+            "scored_seconds": scored_seconds(method),
             "text_sha": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]}
+
+
+def scored_seconds(method: Any) -> float | None:
+    """How long ours' draft took on the latest instance when it was scored (with a score store)."""
+    return getattr(getattr(method, "compressor", None), "scored_seconds", None)
 
 
 def run(tasks: list[TaskInstance], methods: list[Any], ratios: list[float]) -> list[dict[str, Any]]:

@@ -30,7 +30,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from benchmarks import ruler
-from benchmarks.bench_retention import DEFAULT_METHODS, METHODS, build_methods, log, quiet_offline, token_counter
+from benchmarks.bench_retention import (DEFAULT_METHODS, METHODS, build_methods, log, quiet_offline, scored_seconds,
+                                       token_counter)
 from benchmarks.bench_scoring import machine_info
 from specprefill_agents import DraftConfig, Segment, load_draft
 from specprefill_agents.draft import draft_cache_root
@@ -49,13 +50,13 @@ def run_one(method: Any, inst: ruler.RulerInstance, budget: float | int) -> dict
     kept = out.texts[1]
     retained, alive = ruler.evidence_kept(inst, kept)
     support = [ruler.support_kept(s, kept) for s in inst.support]
-    strict = [" ".join(s.split()) in " ".join(kept.split()) for s in inst.support]
+    strict = [ruler.verbatim(s, kept) for s in inst.support]
     return {"task": inst.task, "length": inst.length, "index": inst.index, "seed": inst.seed, "method": method.name,
             "budget": budget, "retained": retained, "evidence_kept": alive,
             "evidence_total": 1 if inst.task.startswith("qa") else len(inst.evidence),
             "support_kept": all(support) if support else None, "support_strict": all(strict) if strict else None,
             "tokens_out": out.tokens, "budget_tokens": out.budget, "seconds": out.seconds,
-            "scored_seconds": getattr(getattr(method, "compressor", None), "scored_seconds", None),
+            "scored_seconds": scored_seconds(method),
             "text_sha": hashlib.sha256(kept.encode("utf-8", "surrogatepass")).hexdigest()[:16]}
 
 

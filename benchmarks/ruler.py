@@ -38,7 +38,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TASKS", "RulerInstance", "evidence_kept", "generate", "package_dir", "support_kept"]
+__all__ = ["TASKS", "RulerInstance", "evidence_kept", "generate", "package_dir", "support_kept", "verbatim"]
 
 TASKS = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2",
          "niah_multikey_3", "niah_multivalue", "niah_multiquery", "vt", "cwe", "fwe", "qa_1", "qa_2")
@@ -195,7 +195,7 @@ def _support(task: str, context: str, question: str) -> tuple[str, ...]:
     sentences = data.get(asked)
     if sentences is None:
         raise RuntimeError(f"{task}: question not found in the dataset: {asked!r}")
-    return tuple(s for s in sentences if _norm(s) and _norm(s) in _norm(context))
+    return tuple(s for s in sentences if _norm(s) and verbatim(s, context))
 
 
 def _asked(question: str) -> str:
@@ -239,6 +239,11 @@ def _norm(text: str) -> str:
 def _trigrams(text: str) -> list[tuple[str, ...]]:
     words = re.findall(r"\w+", text.lower())
     return [tuple(words[i : i + 3]) for i in range(max(len(words) - 2, 1))] if words else []
+
+
+def verbatim(sentence: str, kept: str) -> bool:
+    """The sentence is in ``kept`` word for word (whitespace aside)."""
+    return _norm(sentence) in _norm(kept)
 
 
 def support_kept(sentence: str, kept: str, share: float = 0.7) -> bool:

@@ -37,7 +37,15 @@ def query_terms(text: str) -> list[str]:
 
 def bm25_scores(documents: Sequence[str], query: str, k1: float = 1.5, b: float = 0.75) -> np.ndarray:
     """Okapi BM25 of each document against ``query`` (the documents are the collection)."""
-    bags = [Counter(query_terms(doc)) for doc in documents]
+    return _bm25(_bags(documents), query, k1, b)
+
+
+def _bags(documents: Sequence[str]) -> list[Counter[str]]:
+    return [Counter(query_terms(doc)) for doc in documents]
+
+
+def _bm25(bags: list[Counter[str]], query: str, k1: float = 1.5, b: float = 0.75) -> np.ndarray:
+    """:func:`bm25_scores` over documents already split into term counts (``_bags``)."""
     scores = np.zeros(len(bags))
     if not bags:
         return scores
@@ -62,11 +70,14 @@ FEEDBACK_MAX_DF = 3
 def expand_query(documents: Sequence[str], query: str, rounds: int) -> str:
     """``query`` plus, for each of ``rounds`` rounds, the rarest words of the best BM25 match not used
     yet (a chain ``A = 5``, ``B = A``, ``C = B`` is walked one link per round)."""
-    bags = [set(query_terms(doc)) for doc in documents]
+    return _expanded(_bags(documents), query, rounds)
+
+
+def _expanded(bags: list[Counter[str]], query: str, rounds: int) -> str:
     df = Counter(term for bag in bags for term in bag)
     asked, used, extra = set(query_terms(query)), set(), list[str]()
     for _ in range(rounds):
-        scores = bm25_scores(documents, " ".join([query, *extra]))
+        scores = _bm25(bags, " ".join([query, *extra]))
         best = next((int(i) for i in np.argsort(-scores, kind="stable") if scores[i] > 0 and int(i) not in used),
                     None)
         if best is None:
@@ -85,8 +96,8 @@ def boost_plans(plans: Sequence[SegmentPlan], query: str, weight: float, feedbac
     unchanged when ``weight`` is 0 or no chunk shares a word with the query."""
     if weight <= 0 or not plans:
         return list(plans)
-    texts = [plan.chunk_text(i) for plan in plans for i in range(len(plan.chunks))]
-    lexical = bm25_scores(texts, expand_query(texts, query, feedback) if feedback else query)
+    bags = _bags([plan.chunk_text(i) for plan in plans for i in range(len(plan.chunks))])
+    lexical = _bm25(bags, _expanded(bags, query, feedback) if feedback else query)
     best = float(lexical.max())
     if best <= 0:
         return list(plans)
