@@ -15,9 +15,11 @@ from .config import CacheConfig, CompressionConfig, DraftConfig, ScoringConfig
 from .draft import DraftModel, load_draft
 from .errors import (
     ConfigError,
+    DeadlineExceededError,
     DraftModelError,
     DraftNotInstalledError,
     InputError,
+    InputTooLargeError,
     ScoringError,
     SpecPrefillError,
 )
@@ -57,6 +59,8 @@ __all__ = [
     "SpecPrefillError",
     "ConfigError",
     "InputError",
+    "InputTooLargeError",
+    "DeadlineExceededError",
     "DraftModelError",
     "DraftNotInstalledError",
     "ScoringError",

@@ -14,6 +14,7 @@ from .cache import KVPrefixCache
 from .config import CacheConfig, CompressionConfig, DraftConfig
 from .draft import DraftModel, load_draft
 from .errors import InputError
+from .limits import deadline
 from .lexical import boost_plans
 from .protocols import OnFailure, check_on_failure, handle_failure
 from .scoring import DraftScorer
@@ -98,6 +99,7 @@ class SpecPrefillCompressor:
         keep_ratio: float | None = None,
         max_tokens: int | None = None,
         token_counter: Any = None,
+        deadline_s: float | None = None,
     ) -> CompressionResult:
         """Compress one text or a list of texts (each its own segment) for ``query``.
 
@@ -111,7 +113,7 @@ class SpecPrefillCompressor:
         else:
             raise InputError("context must be a str or a list of str; use compress_segments for Segment objects")
         return self.compress_segments([Segment(t) for t in texts], query, keep_ratio=keep_ratio,
-                                      max_tokens=max_tokens, token_counter=token_counter)
+                                      max_tokens=max_tokens, token_counter=token_counter, deadline_s=deadline_s)
 
     def compress_segments(
         self,
@@ -121,11 +123,14 @@ class SpecPrefillCompressor:
         keep_ratio: float | None = None,
         max_tokens: int | None = None,
         token_counter: Any = None,
+        deadline_s: float | None = None,
     ) -> CompressionResult:
         """Compress the compressible segments; protected ones come back byte-identical.
 
-        ``keep_ratio`` / ``max_tokens`` replace the same setting of the config for this call; the
-        other one stays, and with both set the smaller budget wins.
+        ``keep_ratio`` / ``max_tokens`` / ``deadline_s`` replace the same setting of the config for
+        this call; with both budgets set the smaller wins.  Past the deadline, or for an input over
+        ``config.max_input_tokens``, the input passes through (per ``on_failure``).
+        ``stats.passthrough_reasons`` says why a compressible segment came back whole.
 
         With no ``query``, the latest segment whose role is ``"user"`` / ``"human"`` is the
         query; failing that, the last 64 draft tokens of the prompt act as the query (and are kept).
@@ -133,7 +138,8 @@ class SpecPrefillCompressor:
         segments = _validate_segments(segments)
         if query is not None and not isinstance(query, str):
             raise InputError(f"query must be a str or None, got {type(query).__name__}")
-        budget = {k: v for k, v in (("keep_ratio", keep_ratio), ("max_tokens", max_tokens)) if v is not None}
+        budget = {k: v for k, v in (("keep_ratio", keep_ratio), ("max_tokens", max_tokens),
+                                    ("deadline_s", deadline_s)) if v is not None}
         config = self.config.replace(**budget) if budget else self.config  # the smaller of both still wins
         explicit = make_counter(token_counter) if token_counter is not None else None
         counter: TokenCounter | None = None
@@ -142,7 +148,8 @@ class SpecPrefillCompressor:
             counter, counter_name = explicit or self.counter()
             counter = _counting_once(counter)
             counts = [counter(countable(s.text)) for s in segments]
-            return self._compress(segments, counts, query, config, counter, counter_name)
+            with deadline(config.deadline_s):
+                return self._compress(segments, counts, query, config, counter, counter_name)
         except Exception as exc:
             failure = handle_failure(self.on_failure, exc, type(self).__name__)
             counts, counter_name = count_or_approximate(counter, counter_name, [s.text for s in segments])
@@ -164,15 +171,15 @@ class SpecPrefillCompressor:
     def _compress(self, segments: list[Segment], counts: list[int], query: str | None, config: CompressionConfig,
                   counter: TokenCounter, counter_name: str) -> CompressionResult:
         t_start = time.perf_counter()
-        eligible = [i for i, s in enumerate(segments)
-                    if s.may_compress and counts[i] >= config.min_tokens and _is_clean(s.text)]
+        skipped = _skip_reasons(segments, counts, config)
+        eligible = [i for i, s in enumerate(segments) if s.may_compress and i not in skipped]
         if not eligible:
-            return _passthrough(segments, counts, counter_name, budget=0)
-        token_scores = self._ensure_scorer().score(segments, query)
+            return _passthrough(segments, counts, counter_name, budget=0, reasons=skipped)
+        token_scores = self._ensure_scorer().score(segments, query, config.max_input_tokens)
         t_score = time.perf_counter()
         budget = budget_tokens(sum(counts[i] for i in eligible), config.keep_ratio, config.max_tokens)
-        out, spans, new_counts = _select(segments, counts, eligible, token_scores, asked_query(segments, query),
-                                         budget, config, counter)
+        out, spans, new_counts, whole = _select(segments, counts, eligible, token_scores,
+                                                asked_query(segments, query), budget, config, counter)
         t_end = time.perf_counter()
         used = sum(new_counts[i] for i in eligible)
         if used > budget:
@@ -184,7 +191,8 @@ class SpecPrefillCompressor:
             draft_tokens_forwarded=token_scores.draft_tokens_forwarded,
             draft_tokens_reused=token_scores.draft_tokens_reused, score_cache_hits=token_scores.score_cache_hits,
             windows=token_scores.windows, lookahead_tokens=token_scores.lookahead_tokens,
-            timings={**token_scores.timings, "select": t_end - t_score, "total": t_end - t_start})
+            timings={**token_scores.timings, "select": t_end - t_score, "total": t_end - t_start},
+            passthrough_reasons={**skipped, **whole})
         return CompressionResult(tuple(out), tuple(spans), stats)
 
     def score_segments(self, segments: Sequence[Segment], query: str | None = None) -> TokenScores:
@@ -221,21 +229,27 @@ def _draft_name(spec: str | DraftConfig | DraftModel) -> Any:
 
 def _select(segments: list[Segment], counts: list[int], eligible: list[int], token_scores: TokenScores,
             asked: str | None, budget: int, config: CompressionConfig,
-            counter: TokenCounter) -> tuple[list[Segment], list[tuple[KeptSpan, ...]], list[int]]:
+            counter: TokenCounter) -> tuple[list[Segment], list[tuple[KeptSpan, ...]], list[int], dict[int, str]]:
     """The selection stage: chunk the eligible segments (``eligible``, ascending), raise the chunks
     that match the query, choose under one budget, render.  Returns every segment (compressed or
-    as given), its kept spans and its token count."""
+    as given), its kept spans, its token count, and why an eligible segment came back whole."""
     plans = [plan_segment(segments[i].text, token_scores.segments[i].offsets, token_scores.segments[i].scores,
                           config, kind=segments[i].kind) for i in eligible]
     if config.lexical_boost and asked:
         plans = boost_plans(plans, asked, config.lexical_boost, config.lexical_feedback)
-    kept = choose(plans, budget, counter, config, whole=[counts[i] for i in eligible])
+    whole = [counts[i] for i in eligible]
+    kept = choose(plans, budget, counter, config, whole=whole)
     out, spans, new_counts = list(segments), [_full_span(s.text) for s in segments], list(counts)
+    reasons = {}
     for i, plan, chosen in zip(eligible, plans, kept):
         text, spans[i] = render(plan, chosen, config)
         out[i] = dataclasses.replace(segments[i], text=text)
         new_counts[i] = counter(text)
-    return out, spans, new_counts
+        if text == segments[i].text:
+            reasons[i] = ("the compressible text fits the budget" if sum(whole) <= budget
+                          else "one statement, nothing to cut" if sum(not c.blank for c in plan.chunks) <= 1
+                          else "every chunk was chosen under the shared budget")
+    return out, spans, new_counts, reasons
 
 
 def _validate_segments(segments: Sequence[Segment]) -> list[Segment]:
@@ -253,6 +267,19 @@ def _validate_segments(segments: Sequence[Segment]) -> list[Segment]:
     return list(segments)
 
 
+def _skip_reasons(segments: list[Segment], counts: list[int], config: CompressionConfig) -> dict[int, str]:
+    """Compressible segments that are left whole before any scoring, with the reason."""
+    reasons = {}
+    for i, seg in enumerate(segments):
+        if not seg.may_compress:
+            continue
+        if counts[i] < config.min_tokens:
+            reasons[i] = f"shorter than min_tokens ({counts[i]} < {config.min_tokens})"
+        elif not _is_clean(seg.text):
+            reasons[i] = "not valid UTF-8 (lone surrogates)"
+    return reasons
+
+
 def _is_clean(text: str) -> bool:
     """False for text with lone surrogates (undecodable bytes): passed through untouched."""
     try:
@@ -268,9 +295,9 @@ def _full_span(text: str) -> tuple[KeptSpan, ...]:
 
 
 def _passthrough(segments: list[Segment], counts: list[int], counter_name: str,
-                 budget: int) -> CompressionResult:
+                 budget: int, reasons: dict[int, str] | None = None) -> CompressionResult:
     total = sum(counts)
     stats = CompressionStats(original_tokens=total, compressed_tokens=total, counted_with=counter_name,
                              budget_tokens=budget, budget_exceeded=False, segments_total=len(segments),
-                             segments_compressed=0)
+                             segments_compressed=0, passthrough_reasons=reasons or {})
     return CompressionResult(tuple(segments), tuple(_full_span(s.text) for s in segments), stats)

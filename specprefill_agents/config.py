@@ -119,6 +119,17 @@ class CompressionConfig(_ConfigMixin):
         "chunk not yet used join the query (a second hop that names the first hop's entity rises); 0 = off.",
         4,
     )
+    max_input_tokens: int | None = _help(
+        "Most draft tokens one call may run through the draft; a larger input passes through "
+        "uncompressed (InputTooLargeError under on_failure='raise'). None = sized to the draft and the "
+        "device (about 33k tokens for a 135M draft on a CPU, 262k on an accelerator).",
+        None,
+    )
+    deadline_s: float | None = _help(
+        "Seconds a call may spend before the input passes through uncompressed (DeadlineExceededError "
+        "under on_failure='raise'); checked before every draft forward. None = no deadline.",
+        None,
+    )
     gap_marker: str = _help("Marker written where prose was removed.", "[...]")
     code_gap_marker: str = _help("Marker line written where code/line units were removed.", "# [...]")
     scoring: ScoringConfig = _help("Draft scoring settings.", default_factory=ScoringConfig)
@@ -138,6 +149,12 @@ class CompressionConfig(_ConfigMixin):
         _check_int("chunk_tokens", self.chunk_tokens, 1)
         _check_int("code_chunk_tokens", self.code_chunk_tokens, 1)
         _check_int("lexical_feedback", self.lexical_feedback, 0)
+        if self.max_input_tokens is not None:
+            _check_int("max_input_tokens", self.max_input_tokens, 1)
+        if self.deadline_s is not None and (isinstance(self.deadline_s, bool)
+                                            or not isinstance(self.deadline_s, (int, float))
+                                            or not 0.0 < float(self.deadline_s) < math.inf):
+            raise ConfigError(f"deadline_s must be a positive number of seconds or None, got {self.deadline_s!r}")
         if self.top_p is not None and (isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float))
                                        or not 0.0 < float(self.top_p) <= 1.0):
             raise ConfigError(f"top_p must be a number in (0, 1] or None, got {self.top_p!r}")

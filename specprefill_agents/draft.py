@@ -34,6 +34,7 @@ from ._compat_loading import (
     transformers_version,
 )
 from .config import DraftConfig
+from .hub import hub_offline_reason
 from .errors import ConfigError, DraftModelError, DraftNotInstalledError, SpecPrefillError
 from .kernels import cpu_has_native_bf16
 
@@ -237,12 +238,14 @@ def _dir_stamp(path: Path) -> int:
 def _hub_gguf(repo_id: str, filename: str, config: DraftConfig) -> Path:
     from huggingface_hub import hf_hub_download
 
+    offline = None if config.local_files_only else hub_offline_reason()
     try:
         return Path(hf_hub_download(repo_id, filename, revision=config.revision,
-                                    local_files_only=config.local_files_only))
+                                    local_files_only=config.local_files_only or offline is not None))
     except Exception as exc:
+        where = f"it is not in the local Hugging Face cache and the hub is offline ({offline})" if offline else exc
         raise DraftModelError(
-            f"could not fetch {filename!r} from hub repo {repo_id!r}: {exc}. Pass a local .gguf file, "
+            f"could not fetch {filename!r} from hub repo {repo_id!r}: {where}. Pass a local .gguf file, "
             "a local model directory, or 'embedded' (no network is used for those)"
         ) from exc
 
@@ -423,8 +426,9 @@ def _load_source(
 ) -> DraftModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    offline = hub_offline_reason() if source.hub and not config.local_files_only else None
     kw: dict[str, Any] = {"trust_remote_code": config.trust_remote_code,
-                          "local_files_only": config.local_files_only or not source.hub}
+                          "local_files_only": config.local_files_only or not source.hub or offline is not None}
     if source.hub:
         kw["revision"] = config.revision
     try:
@@ -436,7 +440,7 @@ def _load_source(
     except SpecPrefillError:
         raise
     except Exception as exc:
-        raise DraftModelError(_load_failure(source, exc)) from exc
+        raise DraftModelError(_load_failure(source, exc, offline)) from exc
     return DraftModel(model=model, tokenizer=tokenizer, name=source.name,
                       max_context=_max_context(model, tokenizer))
 
@@ -450,8 +454,14 @@ def _require_fast(tokenizer: Any, source: _Source) -> None:
         )
 
 
-def _load_failure(source: _Source, exc: Exception) -> str:
+def _load_failure(source: _Source, exc: Exception, offline: str | None = None) -> str:
     cause = str(exc).strip().rstrip(".")
+    if source.hub and offline:
+        return (
+            f"could not load draft {source.location!r}: it is not in the local Hugging Face cache and the hub "
+            f"is offline ({offline}). Download it where there is a network, or pass a local model directory, "
+            "a .gguf file, or 'embedded'"
+        )
     if source.hub:
         return (
             f"could not load draft {source.location!r} from the Hugging Face hub: {cause}. "

@@ -11,6 +11,8 @@ __all__ = [
     "SpecPrefillError",
     "ConfigError",
     "InputError",
+    "InputTooLargeError",
+    "DeadlineExceededError",
     "DraftModelError",
     "DraftNotInstalledError",
     "ScoringError",
@@ -27,6 +29,16 @@ class ConfigError(SpecPrefillError, ValueError):
 
 class InputError(SpecPrefillError, ValueError):
     """The input to compress cannot be handled (wrong type, invalid text)."""
+
+
+class InputTooLargeError(InputError):
+    """The input is larger than ``max_input_tokens``: under ``on_failure="warn"`` / ``"passthrough"``
+    it passes through uncompressed, under ``"raise"`` this is raised."""
+
+
+class DeadlineExceededError(SpecPrefillError, TimeoutError):
+    """Compression ran past its deadline (``deadline_s``); the input passes through unless
+    ``on_failure="raise"``."""
 
 
 class DraftModelError(SpecPrefillError, RuntimeError):

@@ -24,6 +24,7 @@ import numpy as np
 from .budget import countable
 from .cache import ScoreCache, segment_chain
 from .config import CacheConfig, ScoringConfig
+from .limits import check_input_size, default_input_limit
 from .scoring import DraftScorer
 from .types import Segment, SegmentScores, TokenScores
 
@@ -60,8 +61,13 @@ class SegmentScorer:
     def config(self) -> ScoringConfig:
         return self.scorer.config
 
-    def score(self, segments: Sequence[Segment], query: str | None) -> TokenScores:
-        """Smoothed per-token scores for every segment (see the module doc for reuse)."""
+    def score(self, segments: Sequence[Segment], query: str | None,
+              max_input_tokens: int | None = None) -> TokenScores:
+        """Smoothed per-token scores for every segment (see the module doc for reuse).
+
+        :class:`~specprefill_agents.errors.InputTooLargeError` when the draft would read more than
+        ``max_input_tokens`` tokens (None: the default for the draft and its device).
+        """
         t0 = time.perf_counter()
         query = asked_query(segments, query)
         chain = segment_chain([s.text for s in segments], self.scorer.draft.name, self._config_json)
@@ -71,9 +77,9 @@ class SegmentScorer:
             return _as_cache_hit(cached, time.perf_counter() - t0)
         known = self._known_prefix(chain)
         if query is not None and known:
-            result = self._score_approximate(segments, chain, known, query)
+            result = self._score_approximate(segments, chain, known, query, max_input_tokens)
         else:
-            result = self._score_fresh(segments, query)
+            result = self._score_fresh(segments, query, max_input_tokens)
         for h, seg_scores in zip(chain, result.segments):
             self.segment_scores.put(h, seg_scores)
         self.results.put(key, result)
@@ -87,13 +93,19 @@ class SegmentScorer:
         return known
 
     def _score_approximate(self, segments: Sequence[Segment], chain: list[str], known: int,
-                           query: str) -> TokenScores:
-        fresh = self._score_fresh(segments[known:], query)
+                           query: str, max_input_tokens: int | None) -> TokenScores:
+        fresh = self._score_fresh(segments[known:], query, max_input_tokens)
         old = tuple(self.segment_scores.get(h) for h in chain[:known])
         return TokenScores(old + fresh.segments, fresh.draft_tokens_forwarded, fresh.windows,
                            fresh.lookahead_tokens, fresh.timings, draft_tokens_reused=fresh.draft_tokens_reused)
 
-    def _score_fresh(self, segments: Sequence[Segment], query: str | None) -> TokenScores:
+    def input_limit(self, max_input_tokens: int | None) -> int:
+        """``max_input_tokens``, or the default for this draft on its device."""
+        draft = self.scorer.draft
+        return max_input_tokens or default_input_limit(draft.model, draft.device)
+
+    def _score_fresh(self, segments: Sequence[Segment], query: str | None,
+                     max_input_tokens: int | None = None) -> TokenScores:
         tok = self.scorer.draft.tokenizer
         t0 = time.perf_counter()
         prompt = _tokenize(tok, segments)
@@ -103,6 +115,7 @@ class SegmentScorer:
         else:  # the prompt's own tail is the query; it scores as "keep"
             tail = min(QUERY_WINDOW, max(len(prompt.ids) - 1, 0))
             context_ids, query_ids = prompt.ids[: len(prompt.ids) - tail], prompt.ids[len(prompt.ids) - tail:]
+        check_input_size(len(context_ids) + len(query_ids), self.input_limit(max_input_tokens))
         if not query_ids:  # a one-token prompt: nothing to rank
             flat = tuple(SegmentScores(off, np.ones(len(off), dtype=np.float32)) for off in prompt.offsets)
             return TokenScores(flat, 0, 0, 0, {"tokenize": time.perf_counter() - t0})
@@ -147,10 +160,26 @@ def _tokenize(tokenizer: Any, segments: Sequence[Segment]) -> _Prompt:
         if i:
             ids.extend(sep)
         enc = tokenizer(countable(seg.text), add_special_tokens=False, return_offsets_mapping=True)
-        ranges.append((len(ids), len(ids) + len(enc["input_ids"])))
-        ids.extend(enc["input_ids"])
-        offsets.append(np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2))
+        seg_ids, seg_offsets = _context_view(seg, list(enc["input_ids"]),
+                                             np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2))
+        ranges.append((len(ids), len(ids) + len(seg_ids)))
+        ids.extend(seg_ids)
+        offsets.append(seg_offsets)
     return _Prompt(ids, ranges, offsets)
+
+
+#: A segment that is never cut (protected, or not compressible) is read by the draft only as
+#: context for the others: past twice this many tokens, only its first and last this many.
+PROTECTED_EDGE_TOKENS = 64
+
+
+def _context_view(seg: Segment, ids: list[int], offsets: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """What the draft reads of ``seg``: all of a compressible segment; of one that is never cut,
+    its first and last :data:`PROTECTED_EDGE_TOKENS` tokens (no cost for what cannot be cut)."""
+    edge = PROTECTED_EDGE_TOKENS
+    if seg.may_compress or len(ids) <= 2 * edge:
+        return ids, offsets
+    return ids[:edge] + ids[-edge:], np.concatenate([offsets[:edge], offsets[-edge:]])
 
 
 def smooth_scores(scores: np.ndarray, kernel: int, boundaries: Sequence[int] = ()) -> np.ndarray:

@@ -5,7 +5,8 @@ Pipeline for the compressible segments of one request:
 1. :func:`plan_segment` cuts each segment into chunks that partition its text:
    consecutive units (words / lines / sentences / statements) of about ``chunk_tokens``
    draft tokens plus the whitespace after them.  The first and the last unit are each an
-   *anchor* chunk, kept unless they alone exceed the budget.
+   *anchor* chunk, kept unless they alone exceed the budget; whitespace before the first unit
+   and after the last is a *blank* chunk, never chosen.
 2. :func:`choose` selects chunks across all segments at once under one budget
    (counted with the caller's counter, e.g. the target tokenizer), then verifies
    the rendered output against the budget and drops chunks until it fits.
@@ -16,6 +17,7 @@ Pipeline for the compressible segments of one request:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -43,6 +45,7 @@ class Chunk:
     score: float
     draft_tokens: int
     anchor: bool
+    blank: bool = False  # whitespace before the first unit or after the last: never chosen
 
 
 @dataclass(frozen=True)
@@ -93,16 +96,30 @@ def _groups(counts: np.ndarray, target: int, fit: bool = False) -> list[tuple[in
 
 def _chunks(text: str, units: np.ndarray, scores: np.ndarray, counts: np.ndarray, target: int,
             fit: bool = False) -> tuple[Chunk, ...]:
+    """Chunks of the unit ``_groups``; whitespace before the first unit and after the last (past
+    its line break) is a ``blank`` chunk of its own, so the anchors are the first and last units
+    with text."""
     groups = _groups(counts, target, fit)
     firsts = np.array([g[0] for g in groups], dtype=np.int64)
     tokens = np.add.reduceat(counts, firsts)
     weighted = np.add.reduceat(scores * counts, firsts) / np.maximum(tokens, 1)
-    bounds = [0, *(int(units[f, 0]) for f in firsts[1:]), len(text)]
+    head, tail = int(units[0, 0]), _line_end(text, int(units[-1, 1]))
+    bounds = [head, *(int(units[f, 0]) for f in firsts[1:]), tail]
     last = len(groups) - 1
-    return tuple(
-        Chunk(bounds[j], bounds[j + 1], float(weighted[j]), int(tokens[j]), j in (0, last))
-        for j in range(len(groups))
-    )
+    chunks = [Chunk(bounds[j], bounds[j + 1], float(weighted[j]), int(tokens[j]), j in (0, last))
+              for j in range(len(groups))]
+    lead = [Chunk(0, head, 0.0, 0, False, blank=True)] if head > 0 else []
+    trail = [Chunk(tail, len(text), 0.0, 0, False, blank=True)] if tail < len(text) else []
+    return (*lead, *chunks, *trail)
+
+
+def _line_end(text: str, end: int) -> int:
+    """``end``, moved past the spaces and the line break that directly follow it, if any."""
+    match = _REST_OF_LINE.match(text, end)
+    return match.end() if match else end
+
+
+_REST_OF_LINE = re.compile(r"[ \t]*\r?\n")
 
 
 def plan_segment(
@@ -208,7 +225,7 @@ def render(
 def _gap_delta(kept: set[int], index: int) -> int:
     """Change in the number of gap markers when non-anchor chunk ``index`` joins ``kept``.
 
-    Both anchors are kept, so a new chunk always has kept chunks on both sides: it
+    Both anchors are kept, so a new (non-blank) chunk always has kept chunks on both sides: it
     splits a gap (+1), shortens one (0) or closes one (-1).
     """
     return 1 - (index - 1 in kept) - (index + 1 in kept)
@@ -236,7 +253,8 @@ def _fill(
 ) -> None:
     """Greedy: non-anchor chunks by descending score while their estimated cost fits."""
     order = sorted(
-        (-c.score, p, i) for p, plan in enumerate(plans) for i, c in enumerate(plan.chunks) if not c.anchor
+        (-c.score, p, i) for p, plan in enumerate(plans) for i, c in enumerate(plan.chunks)
+        if not (c.anchor or c.blank)
     )
     mass = _mass(plans) if top_p is not None else {}
     taken = 0.0
@@ -348,11 +366,8 @@ def choose(
     marker_costs = [counter(gap_separator(plan.kind, config)) for plan in plans]
     estimates = _calibrated(costs, whole)
     kept = [{i for i, c in enumerate(plan.chunks) if c.anchor} for plan in plans]
-    anchor_cost = sum(
-        estimates[p][i] + (marker_costs[p] if i > 0 and i - 1 not in kept[p] else 0)
-        for p in range(len(plans))
-        for i in kept[p]
-    )
+    anchor_cost = sum(estimates[p][i] for p in range(len(plans)) for i in kept[p]) + sum(
+        (len(_runs(sorted(kept[p]))) - 1) * marker_costs[p] for p in range(len(plans)))
     if anchor_cost <= budget:
         _fill(plans, estimates, kept, budget - anchor_cost, marker_costs, config.top_p)
     _enforce(plans, kept, costs, budget, counter, config, marker_costs)

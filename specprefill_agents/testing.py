@@ -25,6 +25,8 @@ Example::
 
 from __future__ import annotations
 
+import re
+
 import functools
 import inspect
 import json
@@ -40,7 +42,7 @@ from .draft import DraftModel
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-__all__ = ["ARCHS", "tiny_config", "tiny_draft", "tiny_tokenizer"]
+__all__ = ["ARCHS", "GAP_MARKERS", "kept_in_order", "tiny_config", "tiny_draft", "tiny_tokenizer"]
 
 ARCHS = ("llama", "qwen2", "gemma3")
 """The architectures :func:`tiny_config` and :func:`tiny_draft` build."""
@@ -120,3 +122,18 @@ def tiny_draft(arch: str = "llama", max_pos: int = 512, seed: int = 0) -> DraftM
     cfg = tiny_config(arch, len(tok), max_pos)
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa").eval()
     return DraftModel.from_loaded(model, tok, name=f"tiny-{arch}-{max_pos}-{seed}")
+
+
+#: The default gap markers as they appear between kept spans (prose, code).
+GAP_MARKERS = re.compile(r" \[\.\.\.\] |\n# \[\.\.\.\]\n")
+
+
+def kept_in_order(new: str, old: str, markers: re.Pattern[str] = GAP_MARKERS) -> bool:
+    """True when ``new`` is pieces of ``old``, in order, joined by gap ``markers`` (invariant 2)."""
+    pos = 0
+    for piece in markers.split(new):
+        found = old.find(piece, pos)
+        if found < 0:
+            return False
+        pos = found + len(piece)
+    return True

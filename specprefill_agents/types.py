@@ -114,6 +114,8 @@ class CompressionStats(TokenCounts):
     # forwards), lookahead (decode steps), score (attention folded), select, total; score_cache on a hit
     timings: dict[str, float] = field(default_factory=dict)
     failure: str | None = None  # set when compression failed and the input passed through
+    # why a compressible segment came back whole: {segment index: reason}
+    passthrough_reasons: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import torch
 
 from .._compat import AttentionCapture, capture_attention, forward
+from ..limits import check_deadline
 
 __all__ = ["BlockCapture", "BlockRun", "QueryBlock"]
 
@@ -65,6 +66,7 @@ class QueryBlock:
 
     def _step(self, ids: list[int], done: int, capture: BlockCapture, cache: Any, rows: int | None, logits: bool,
               position: int | None) -> torch.Tensor | None:
+        check_deadline()
         start = done + (position or 0)
         capture.begin(len(ids) if rows is None else rows, start + len(ids))
         positions = None if position is None else torch.arange(start, start + len(ids), device=self.device)[None]

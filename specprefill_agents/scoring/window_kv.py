@@ -13,6 +13,7 @@ from typing import Any
 from .._compat import KVLayers, cut_kv, forward, kv_nbytes, new_kv_cache, restore_kv, snapshot_kv
 from ..cache import KVEntry, KVPrefixCache, token_prefix_keys
 from ..draft import DraftModel
+from ..limits import check_deadline
 
 __all__ = ["OpenWindow", "WindowKV"]
 
@@ -59,6 +60,7 @@ class WindowKV:
         """Forward ``window.ids[reused:end]`` into its cache, ``prefill_chunk`` tokens at a time."""
         step = self.prefill_chunk or max(end - window.reused, 1)
         for start in range(window.reused, end, step):
+            check_deadline()
             forward(self.model, window.ids[start:min(start + step, end)], window.cache)
 
     def last_chunk_start(self, window: OpenWindow) -> int:

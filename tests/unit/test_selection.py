@@ -61,8 +61,12 @@ def assert_partition(plan: SegmentPlan) -> None:
     assert plan.chunks[-1].end == len(plan.text)
     for a, b in zip(plan.chunks, plan.chunks[1:]):
         assert a.end == b.start and a.start < a.end
-    assert plan.chunks[0].anchor and plan.chunks[-1].anchor
-    assert not any(c.anchor for c in plan.chunks[1:-1])
+    inner = [c for c in plan.chunks if not c.blank]  # blank: only the whitespace around the text
+    assert all(not plan.text[c.start : c.end].strip() for c in plan.chunks if c.blank)
+    first, last = plan.chunks.index(inner[0]), plan.chunks.index(inner[-1])
+    assert all(c.blank for c in plan.chunks[:first] + plan.chunks[last + 1 :])
+    assert inner[0].anchor and inner[-1].anchor
+    assert not any(c.anchor for c in inner[1:-1])
 
 
 CFG = CompressionConfig(chunk_tokens=4, code_chunk_tokens=8)
@@ -113,8 +117,8 @@ def test_plan_empty(text: str) -> None:
 
 
 def test_plan_single_and_two_units() -> None:
-    one = make_plan("  lonely \n", CFG)
-    assert len(one.chunks) == 1 and one.chunks[0].anchor and one.chunks[0].end == 10
+    one = make_plan("  lonely \n", CFG)  # the leading spaces are a blank chunk; the line break stays
+    assert [(c.start, c.end, c.anchor, c.blank) for c in one.chunks] == [(0, 2, False, True), (2, 10, True, False)]
     two = make_plan("first second", WORDS)
     assert [c.anchor for c in two.chunks] == [True, True]
     assert (two.chunk_text(0), two.chunk_text(1)) == ("first ", "second")
