@@ -152,6 +152,9 @@ def plan_segment(
             break
         units = _split_long(text, units, counts, LONG_STATEMENT * target, finer)
         scores, counts = unit_scores(units, token_offsets, token_scores, "max")
+    if statements and counts.max() > LONG_STATEMENT * target:  # a word of thousands of tokens: cut it too
+        units = _split_at_tokens(units, counts, token_offsets, LONG_STATEMENT * target, target)
+        scores, counts = unit_scores(units, token_offsets, token_scores, "max")
     return SegmentPlan(text, kind, _chunks(text, units, scores, counts, target, fit=statements))  # type: ignore[arg-type]
 
 
@@ -169,6 +172,19 @@ def _split_long(text: str, units: np.ndarray, counts: np.ndarray, limit: int, fi
             parts.append(inner if len(inner) else np.array([[start, end]], dtype=np.int64))
         else:
             parts.append(np.array([[start, end]], dtype=np.int64))
+    return np.concatenate(parts)
+
+
+def _split_at_tokens(units: np.ndarray, counts: np.ndarray, token_offsets: np.ndarray, limit: int,
+                     target: int) -> np.ndarray:
+    """``units`` with every unit of more than ``limit`` draft tokens cut every ``target`` tokens (a
+    string with no space or sentence in it: a hash, base64, a minified blob)."""
+    starts = np.asarray(token_offsets, dtype=np.int64).reshape(-1, 2)[:, 0]
+    parts = []
+    for (start, end), count in zip(units, counts):
+        cuts = starts[(starts > start) & (starts < end)][target - 1 :: target] if count > limit else []
+        bounds = [int(start), *(int(c) for c in cuts), int(end)]
+        parts.append(np.array(list(zip(bounds[:-1], bounds[1:])), dtype=np.int64))
     return np.concatenate(parts)
 
 

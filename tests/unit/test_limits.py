@@ -4,6 +4,7 @@ with no network."""
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -103,3 +104,15 @@ def test_a_hub_id_fails_fast_and_says_why_when_the_hub_is_offline(monkeypatch: p
         warnings.simplefilter("ignore")
         with pytest.raises(DraftModelError, match=r"no route to 127\.0\.0\.1:9"):
             load_draft("some-org/model-that-is-not-cached")  # a refused connection, not retries
+
+
+@pytest.mark.parametrize("text", [
+    "2026-12-01T12:00:00Z " + TEXT + " x = 1",  # one line of prose with a timestamp and an assignment
+    json.dumps({f"key{i}": {"v": i, "s": f"value {i} text"} for i in range(120)}, separators=(",", ":")),
+    "🙂🚀 launch ok " * 200,
+    "abcdefghij" * 3000,  # no space, no sentence: cut at draft-token boundaries
+], ids=["timestamp line", "minified JSON", "emoji line", "no spaces"])
+def test_long_single_lines_compress_under_the_budget(text: str) -> None:
+    res = _comp(keep_ratio=0.25).compress(text, query="width")
+    assert not res.stats.budget_exceeded and res.compressed_tokens <= res.stats.budget_tokens
+    assert res.stats.passthrough_reasons == {}
