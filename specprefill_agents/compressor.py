@@ -185,7 +185,7 @@ class SpecPrefillCompressor:
             draft_tokens_reused=token_scores.draft_tokens_reused, score_cache_hits=token_scores.score_cache_hits,
             windows=token_scores.windows, lookahead_tokens=token_scores.lookahead_tokens,
             timings={**token_scores.timings, "select": t_end - t_score, "total": t_end - t_start})
-        return CompressionResult(tuple(out), tuple(spans), stats)
+        return CompressionResult(tuple(out), tuple(spans), stats, tuple(s.text for s in segments), token_scores)
 
     def score_segments(self, segments: Sequence[Segment], query: str | None = None) -> TokenScores:
         """Per-token importance of every segment (smoothed), without selecting anything.
@@ -273,4 +273,5 @@ def _passthrough(segments: list[Segment], counts: list[int], counter_name: str,
     stats = CompressionStats(original_tokens=total, compressed_tokens=total, counted_with=counter_name,
                              budget_tokens=budget, budget_exceeded=False, segments_total=len(segments),
                              segments_compressed=0)
-    return CompressionResult(tuple(segments), tuple(_full_span(s.text) for s in segments), stats)
+    return CompressionResult(tuple(segments), tuple(_full_span(s.text) for s in segments), stats,
+                             tuple(s.text for s in segments))
