@@ -36,6 +36,7 @@ __all__ = [
     "with_params",
     "inner_config",
     "configurable_from",
+    "current_configurable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -180,6 +181,11 @@ def configurable_from(config: RunnableConfig) -> Iterator[None]:
     finally:
         with suppress(ValueError):  # a generator closed from another context: that context never saw the value
             _CONFIGURABLE.reset(token)
+
+
+def current_configurable() -> dict[str, Any] | None:
+    """The ``configurable`` values of the wrapper's call now running, if any."""
+    return _CONFIGURABLE.get()
 
 
 def inner_config(callbacks: Any) -> RunnableConfig:

@@ -39,6 +39,7 @@ from ._inner import (
     chat_model_of,
     check_inner,
     configurable_from,
+    current_configurable,
     delegate,
     describe,
     inner_config,
@@ -222,8 +223,13 @@ class SpecPrefillLLM(_DelegatesToInner):
         return serialized(self, super().to_json(), self._compressor_spec)
 
     def _get_llm_string(self, stop: list[str] | None = None, **kwargs: Any) -> str:
-        """The LLM-cache key: the identifying params (a serialized form leaves out the compressor)."""
-        return str(sorted({**self._get_invocation_params(stop=stop, **kwargs), **kwargs}.items()))
+        """The LLM-cache key: the identifying params (a serialized form leaves out the compressor) and
+        the call's ``configurable`` values (they may choose another inner model)."""
+        params = {**self._get_invocation_params(stop=stop, **kwargs), **kwargs}
+        configurable = current_configurable()
+        if configurable:
+            params["configurable"] = configurable
+        return str(sorted(params.items()))
 
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)

@@ -193,6 +193,18 @@ def test_a_configurable_model_defaults_queued_tools_and_tracing(compressor, conv
     assert llm.model_name == "fake-a" and llm._llm_type == "specprefill-recording-fake"
 
 
+def test_the_llm_cache_keys_on_the_configurable_values(compressor, conversation, built) -> None:
+    from langchain.chat_models import init_chat_model
+    from langchain_core.caches import InMemoryCache
+
+    llm = SpecPrefillLLM(
+        inner=init_chat_model("fake-a", configurable_fields=("model",)), compressor=compressor, cache=InMemoryCache()
+    )
+    for model in ("fake-b", "fake-c", "fake-b"):
+        llm.invoke(conversation, config={"configurable": {"model": model}})
+    assert sorted(m.model_name for m in built if m.calls) == ["fake-b", "fake-c"]  # the third came from the cache
+
+
 def test_what_cannot_be_an_inner_model_says_what_can(compressor) -> None:
     with pytest.raises(TypeError, match="a binding of one"):
         SpecPrefillLLM(inner="openai:gpt-4.1", compressor=compressor)
