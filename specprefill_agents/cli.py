@@ -6,12 +6,14 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from .config import CompressionConfig, DraftConfig, ScoringConfig
 from .errors import SpecPrefillError
+from .types import CompressionResult
 
 __all__ = ["main", "build_parser"]
 
@@ -49,13 +51,36 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rounds of query feedback for the lexical prior (default 4; 0 = off)")
     comp.add_argument("--target-tokenizer", metavar="DIR_OR_ID",
                       help="count the budget in this HF tokenizer's tokens (default: the draft's)")
-    comp.add_argument("--json", action="store_true",
-                      help="print one JSON object (texts, spans, stats) instead; texts with undecodable input "
-                           "bytes also come exactly, base64-encoded, under raw_base64")
+    shown = comp.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true",
+                       help="print one JSON object (texts, spans, stats) instead; texts with undecodable input "
+                            "bytes also come exactly, base64-encoded, under raw_base64")
+    _view_args(comp, shown)
     _draft_args(comp)
     prep = sub.add_parser("prepare", help="load (and convert once) the draft model, then print where it lives")
     _draft_args(prep)
     return parser
+
+
+def _view_args(parser: argparse.ArgumentParser, shown: Any) -> None:
+    shown.add_argument("--show", action="store_true",
+                       help="print the original text with the kept parts highlighted instead (ANSI colours on a "
+                            "terminal; elsewhere, or with NO_COLOR set, dropped text between [- and -])")
+    parser.add_argument("--html", metavar="OUT.html",
+                        help="also write a self-contained page of what was kept (heat map of the draft's scores)")
+
+
+def _show_views(args: argparse.Namespace, result: CompressionResult) -> bool:
+    """Write the ``--html`` page and the ``--show`` view; True when the view replaced stdout's text."""
+    from .view import render_terminal
+
+    if args.html:
+        result.to_html(args.html)
+    if not args.show:
+        return False
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    _write(sys.stdout, render_terminal(result, color=color))
+    return True
 
 
 def _draft_args(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +165,7 @@ def _compress(args: argparse.Namespace) -> int:
         counter = AutoTokenizer.from_pretrained(args.target_tokenizer)
     comp = SpecPrefillCompressor(_draft_config(args), config, token_counter=counter, on_failure="raise")
     result = comp.compress(texts, query=args.query)
+    shown = _show_views(args, result)
     if args.json:
         payload = {
             "texts": [_json_text(t) for t in result.texts],
@@ -150,7 +176,8 @@ def _compress(args: argparse.Namespace) -> int:
         }
         _write(sys.stdout, json.dumps(payload) + "\n")
         return 0
-    _write(sys.stdout, result.text if result.text.endswith("\n") else result.text + "\n")
+    if not shown:
+        _write(sys.stdout, result.text if result.text.endswith("\n") else result.text + "\n")
     s = result.stats
     print(f"specprefill: {s.original_tokens} -> {s.compressed_tokens} tokens ({s.ratio:.1%}, counted with "
           f"{s.counted_with}); budget {s.budget_tokens}; draft forwarded {s.draft_tokens_forwarded} tokens "

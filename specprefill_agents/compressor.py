@@ -193,7 +193,7 @@ class SpecPrefillCompressor:
             windows=token_scores.windows, lookahead_tokens=token_scores.lookahead_tokens,
             timings={**token_scores.timings, "select": t_end - t_score, "total": t_end - t_start},
             passthrough_reasons={**skipped, **whole})
-        return CompressionResult(tuple(out), tuple(spans), stats)
+        return CompressionResult(tuple(out), tuple(spans), stats, tuple(s.text for s in segments), token_scores)
 
     def score_segments(self, segments: Sequence[Segment], query: str | None = None) -> TokenScores:
         """Per-token importance of every segment (smoothed), without selecting anything.
@@ -300,4 +300,5 @@ def _passthrough(segments: list[Segment], counts: list[int], counter_name: str,
     stats = CompressionStats(original_tokens=total, compressed_tokens=total, counted_with=counter_name,
                              budget_tokens=budget, budget_exceeded=False, segments_total=len(segments),
                              segments_compressed=0, passthrough_reasons=reasons or {})
-    return CompressionResult(tuple(segments), tuple(_full_span(s.text) for s in segments), stats)
+    return CompressionResult(tuple(segments), tuple(_full_span(s.text) for s in segments), stats,
+                             tuple(s.text for s in segments))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -120,11 +121,25 @@ class CompressionStats(TokenCounts):
 
 @dataclass(frozen=True)
 class CompressionResult:
-    """Compressed segments (same count and order as the input) with their provenance."""
+    """Compressed segments (same count and order as the input) with their provenance.
+
+    ``originals`` are the input texts, by index (what ``kept_spans`` point into); ``scores`` the
+    draft's token scores when the draft ran (None on a pass-through).  Both are references to
+    what the compression already held, not copies.
+    """
 
     segments: tuple[Segment, ...]
     kept_spans: tuple[tuple[KeptSpan, ...], ...]
     stats: CompressionStats
+    originals: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    scores: TokenScores | None = field(default=None, repr=False, compare=False)
+
+    def to_html(self, path: str | os.PathLike[str] | None = None, *, title: str | None = None) -> str:
+        """A self-contained HTML page of what was kept (see :mod:`specprefill_agents.view`);
+        written to ``path`` (UTF-8) when given, and returned."""
+        from .view import write_html
+
+        return write_html(self, path, title=title)
 
     @property
     def text(self) -> str:

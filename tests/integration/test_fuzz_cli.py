@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.test_cli import _run, draft_dir  # noqa: F401  (draft_dir is a fixture)
+from tests.unit.conftest import draft_dir  # noqa: F401  (a fixture)
+from tests.unit.test_cli import _run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -52,3 +52,15 @@ def test_cli_command_in_the_readme_runs_offline() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "max_lines" in proc.stdout
     assert re.search(r"\d+ -> \d+ tokens", proc.stderr)
+
+
+def test_view_command_in_the_readme_writes_the_page(tmp_path: Path) -> None:
+    command = _bash_blocks()[3].strip()
+    assert "--html kept.html" in command and "--show" in command
+    command = command.replace(".venv/bin/", str(Path(sys.executable).parent) + "/")
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "kept.html").read_text(encoding="utf-8")
+    assert 'class="kept"' in page and 'class="dropped"' in page and 'class="heat"' in page
+    assert "[-" in proc.stdout and "max_lines" in proc.stdout  # not a terminal: plain view

@@ -12,18 +12,8 @@ from pathlib import Path
 import pytest
 
 from specprefill_agents import CompressionConfig, cli
-from specprefill_agents.testing import tiny_draft
 
 PROSE = inspect.getdoc(textwrap.TextWrapper) or ""
-
-
-@pytest.fixture(scope="module")
-def draft_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("tiny-draft")
-    draft = tiny_draft("llama")
-    draft.model.save_pretrained(path)
-    draft.tokenizer.save_pretrained(path)
-    return str(path)
 
 
 class _Std(io.TextIOWrapper):

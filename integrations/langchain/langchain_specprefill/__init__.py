@@ -1,6 +1,7 @@
 """LangChain integration of specprefill-agents.
 
-* :class:`SpecPrefillLLM` wraps any chat model and compresses its long context first;
+* :class:`SpecPrefillLLM` (alias :class:`ChatSpecPrefill`) wraps any chat model and compresses its
+  long context first;
 * :class:`SpecPrefillDocumentCompressor` / :class:`SpecPrefillDocumentTransformer` compress
   retrieved documents (``ContextualCompressionRetriever``, pipelines);
 * :class:`SpecPrefillMiddleware` / :class:`SpecPrefillEdit` for ``create_agent`` (need
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from specprefill_agents import OnFailure
 
 from .callbacks import RunStats, SpecPrefillCallbackHandler
-from .chat_models import METADATA_KEY, SpecPrefillLLM
+from .chat_models import METADATA_KEY, ChatSpecPrefill, SpecPrefillLLM
 from .document_compressors import SpecPrefillDocumentCompressor, SpecPrefillDocumentTransformer
 from .engine import EVENT_NAME, CompressionReport, MessageCompressor
 from .policy import MessagePolicy
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SpecPrefillLLM",
+    "ChatSpecPrefill",
     "SpecPrefillDocumentCompressor",
     "SpecPrefillDocumentTransformer",
     "SpecPrefillMiddleware",

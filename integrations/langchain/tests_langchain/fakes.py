@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
@@ -39,7 +40,8 @@ class RecordingChatModel(BaseChatModel):
         return {"model_name": self.model_name}
 
     def _answer(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> AIMessage:
-        self.calls.append({"messages": list(messages), "stop": stop, "kwargs": dict(kwargs)})
+        fields = {k: getattr(self, k) for k in ("model_name", "temperature", "max_tokens", "stop", "timeout")}
+        self.calls.append({"messages": list(messages), "stop": stop, "kwargs": dict(kwargs), "fields": fields})
         if self.script is None:
             chars = sum(len(m.text) for m in messages)
             return AIMessage(content=f"got {len(messages)} messages, {chars} chars")
@@ -62,11 +64,24 @@ class RecordingChatModel(BaseChatModel):
         yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_calls=message.tool_calls,
                                                          id=message.id, chunk_position="last"))
 
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None, **kwargs: Any) -> Any:
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None,
+                   **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
         formatted = [convert_to_openai_tool(t) for t in tools]
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=formatted, **kwargs)
+
+
+class SerializableRecordingModel(RecordingChatModel):
+    """The recording model, serializable the LangChain way (as provider chat models are)."""
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return cls.__module__.split(".")
 
 
 class FailingCompressor:

@@ -209,7 +209,7 @@ def test_nothing_compressible_passes_through(compressor) -> None:
 
 def test_settings_are_validated(compressor) -> None:
     with pytest.raises(ValidationError):
-        SpecPrefillLLM(inner=RecordingChatModel(), compressor=compressor, temperature=0)  # belongs to inner
+        SpecPrefillLLM(inner=RecordingChatModel(), compressor=compressor, temprature=0)  # a typo
     with pytest.raises(ValueError, match="keep_ratio"):
         SpecPrefillLLM(inner=RecordingChatModel(), compressor=compressor, keep_ratio=1.5)
     with pytest.raises(ValidationError):

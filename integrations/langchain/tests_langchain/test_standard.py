@@ -13,22 +13,27 @@ from langchain_specprefill import SpecPrefillLLM
 
 from .fakes import RecordingChatModel
 
-_STANDARD = ("temperature", "max_tokens", "timeout", "stop", "max_retries", "streaming", "api_key")
+_INNER_ONLY = ("streaming", "api_key")
 
 
 class WrappedFake(SpecPrefillLLM):
-    """The wrapper as the suite builds it.  Standard parameters (temperature, max_tokens,
-    api_key, ...) belong to the inner model, so they are routed there; SpecPrefillLLM itself
-    forbids unknown fields (a typo or a misplaced ``temperature`` raises)."""
+    """The wrapper as the suite builds it: from parameters alone, so it makes its recording inner
+    model.  Standard parameters (temperature, max_tokens, stop...) reach that model through
+    SpecPrefillLLM's own forwarding; provider settings (api_key, streaming) are given to it here.
+    SpecPrefillLLM still forbids unknown fields (a typo raises)."""
 
     @model_validator(mode="before")
     @classmethod
-    def _route_standard_params(cls, values: Any) -> Any:
+    def _make_inner(cls, values: Any) -> Any:
         if isinstance(values, dict) and "inner" not in values:
             values = dict(values)
-            inner = {k: values.pop(k) for k in _STANDARD if k in values}
+            inner = {k: values.pop(k) for k in _INNER_ONLY if k in values}
             values["inner"] = RecordingChatModel(**inner)  # it ignores what it does not know
         return values
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return False  # its compressor is a live in-process draft; see test_inner_models for serialization
 
 
 class TestSpecPrefillLLMStandard(ChatModelUnitTests):
