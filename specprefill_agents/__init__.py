@@ -19,6 +19,8 @@ from .errors import (
     DraftNotInstalledError,
     InputError,
     ScoringError,
+    ServiceRequestError,
+    ServiceUnavailableError,
     SpecPrefillError,
 )
 from .protocols import Compressor, OnFailure, check_on_failure, handle_failure
@@ -60,5 +62,7 @@ __all__ = [
     "DraftModelError",
     "DraftNotInstalledError",
     "ScoringError",
+    "ServiceUnavailableError",
+    "ServiceRequestError",
     "__version__",
 ]
