@@ -94,6 +94,12 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         action="store_true",
         help="skip the warm-up compression at start (/readyz turns ready once the draft is loaded)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's choice); 1 on a CPU shared with other work",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs (structured JSON lines on stderr)")
     return p
 
@@ -122,6 +128,10 @@ def run_serve(args: argparse.Namespace) -> int:
     from .server import configure_logging, serve
 
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     engine = Engine(
         DraftConfig(model=args.draft, device=args.device, cache_dir=args.cache_dir),
         config,
