@@ -62,7 +62,12 @@ class _Service:
         self.ready = threading.Event()
         self.metrics = ServiceMetrics(lambda: self.worker.depth(), engine.cache_bytes)
         self.worker = Worker(
-            engine, settings.queue_size, settings.max_batch, settings.batching, on_batch=self.metrics.batch.observe
+            engine,
+            settings.queue_size,
+            settings.max_batch,
+            settings.batching,
+            on_batch=self.metrics.batch.observe,
+            on_run=self.metrics.compressions.inc,
         )
 
     def check_auth(self, request: Request) -> None:
@@ -245,12 +250,13 @@ async def _wait(service: _Service, request: Request, job: Job, future: asyncio.F
         if done:
             break
         if await request.is_disconnected():
-            job.cancelled.set()
+            service.worker.discard(job)
             future.cancel()
             service.metrics.errors.labels("client_gone").inc()
             raise HTTPError(499, "client_gone", "the client closed the connection")
         if time.monotonic() > job.deadline:
-            job.cancelled.set()
+            service.worker.discard(job)
+            future.cancel()
             service.metrics.errors.labels("deadline").inc()
             raise HTTPError(504, "deadline_exceeded", "the request's deadline passed before its result was ready")
     try:

@@ -23,6 +23,11 @@ class ServiceMetrics:
             "specprefill_requests", "HTTP requests by path and status", ["path", "status"], registry=r
         )
         self.errors = Counter("specprefill_errors", "Failed compress requests by kind", ["kind"], registry=r)
+        self.compressions = Counter(
+            "specprefill_compressions",
+            "Compressions the draft ran (identical requests of one worker round run once; dropped requests never run)",
+            registry=r,
+        )
         self.tokens_in = Counter("specprefill_tokens_in", "Tokens received (counted by the service)", registry=r)
         self.tokens_out = Counter("specprefill_tokens_out", "Tokens returned after compression", registry=r)
         self.forwarded = Counter("specprefill_draft_tokens_forwarded", "Draft tokens run through the model", registry=r)

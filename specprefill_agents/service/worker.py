@@ -45,7 +45,7 @@ class CancelledJobError(Exception):
     """The client went away before the draft got to the request."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: two identical requests are two jobs
 class Job:
     """One request waiting for the draft; ``future`` gets its result (or error)."""
 
@@ -73,9 +73,12 @@ class Job:
 
 
 class Worker:
-    """Serves :class:`Job` s from a bounded queue on ``engine``; ``on_batch(n)`` sees each round's size."""
+    """Serves :class:`Job` s from a bounded queue on ``engine``; ``on_batch(n)`` sees each round's size and
+    ``on_run()`` each compression the draft ran (identical requests of one round run once)."""
 
-    def __init__(self, engine: Engine, queue_size: int, max_batch: int, batching: bool, on_batch: Any = None) -> None:
+    def __init__(
+        self, engine: Engine, queue_size: int, max_batch: int, batching: bool, on_batch: Any = None, on_run: Any = None
+    ) -> None:
         self.engine, self.queue_size, self.max_batch, self.batching = engine, queue_size, max_batch, batching
         self._queue: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
@@ -83,6 +86,7 @@ class Worker:
         self._busy = 0
         self._seconds: collections.deque[float] = collections.deque(maxlen=32)  # recent compute times, for Retry-After
         self._on_batch = on_batch or (lambda n: None)
+        self._on_run = on_run or (lambda: None)
         count = 1 if batching else max_batch
         self._threads = [
             threading.Thread(target=self._loop, name=f"specprefill-worker-{i}", daemon=True) for i in range(count)
@@ -106,6 +110,14 @@ class Worker:
             self._queue.append(job)
             self._cond.notify()
         return job.future
+
+    def discard(self, job: Job) -> None:
+        """Drop ``job`` unrun (its client left or its deadline passed), freeing its queue slot."""
+        job.cancelled.set()
+        job.future.cancel()
+        with self._cond:
+            if job in self._queue:
+                self._queue.remove(job)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish what is queued (up to ``timeout`` seconds), then stop the threads."""
@@ -164,6 +176,7 @@ class Worker:
                 job.future.set_exception(exc)
             return
         self._seconds.append(time.perf_counter() - t0)
+        self._on_run()
         for job in jobs:
             job.future.set_result(result)
 

@@ -81,6 +81,39 @@ def test_a_full_queue_answers_429_with_retry_after(slow_server: Server) -> None:
     assert running.outcome.status_code == 200 and queued.outcome.status_code == 200  # nothing lost
     metrics = httpx.get(slow_server.url + "/metrics", headers=slow_server.headers()).text
     assert _count(metrics, "200") == 2 and _count(metrics, "429") == 2  # each answered once
+    ran = re.search(r"^specprefill_compressions_total (\S+)$", metrics, re.M)
+    assert ran and float(ran.group(1)) == 2  # refused requests never ran
+
+
+def _errors(metrics: str, kind: str) -> float:
+    found = re.search(rf'^specprefill_errors_total{{kind="{kind}"}} (\S+)$', metrics, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_request_past_its_deadline_or_left_by_its_client_is_not_computed(slow_server: Server) -> None:
+    running = _Call(_post(slow_server, "slow one"))
+    running.start()
+    time.sleep(1.0)  # the worker is busy for two more seconds
+    late = httpx.post(
+        slow_server.url + "/v1/compress",
+        headers=slow_server.headers(),
+        json={"segments": [{"text": TOOL_TEXT}], "query": "late", "deadline_s": 0.5},
+    )
+    assert late.status_code == 504 and late.json()["error"] == "deadline_exceeded"
+    with pytest.raises(httpx.ReadTimeout):  # this client leaves while its request is queued
+        httpx.post(
+            slow_server.url + "/v1/compress",
+            headers=slow_server.headers(),
+            timeout=0.5,
+            json={"segments": [{"text": TOOL_TEXT}], "query": "gone"},
+        )
+    running.join(30)
+    assert running.outcome.status_code == 200
+    time.sleep(0.5)
+    metrics = httpx.get(slow_server.url + "/metrics", headers=slow_server.headers()).text
+    assert _errors(metrics, "deadline") == 1 and _errors(metrics, "client_gone") == 1
+    ran = re.search(r"^specprefill_compressions_total (\S+)$", metrics, re.M)
+    assert _count(metrics, "200") == 3 and ran and float(ran.group(1)) == 3  # the dropped two never ran
 
 
 def test_sigterm_drains_the_request_in_flight(slow_server: Server) -> None:
