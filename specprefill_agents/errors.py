@@ -16,6 +16,8 @@ __all__ = [
     "DraftModelError",
     "DraftNotInstalledError",
     "ScoringError",
+    "ServiceUnavailableError",
+    "ServiceRequestError",
 ]
 
 
@@ -51,3 +53,17 @@ class DraftNotInstalledError(DraftModelError, ImportError):
 
 class ScoringError(SpecPrefillError, RuntimeError):
     """The draft model failed while scoring (out of memory, model error)."""
+
+
+class ServiceUnavailableError(SpecPrefillError, ConnectionError):
+    """The draft service could not answer (down, unreachable, timed out, overloaded, server error).
+
+    Integrations treat it like any compression failure: their ``on_failure`` policy passes the
+    input through uncompressed.  Check the URL (``SPECPREFILL_URL``) and that ``specprefill serve``
+    is running; on 429 the service is overloaded: add capacity or raise its ``--queue-size``.
+    """
+
+
+class ServiceRequestError(SpecPrefillError, ValueError):
+    """The draft service rejected the request itself (bad token, too large, invalid fields): a 4xx
+    answer other than 429.  The message carries the service's reason; fix the request or the token."""

@@ -55,7 +55,7 @@ def test_cli_command_in_the_readme_runs_offline() -> None:
 
 
 def test_view_command_in_the_readme_writes_the_page(tmp_path: Path) -> None:
-    command = _bash_blocks()[3].strip()
+    command = next(b for b in _bash_blocks() if "--html kept.html" in b).strip()
     assert "--html kept.html" in command and "--show" in command
     command = command.replace(".venv/bin/", str(Path(sys.executable).parent) + "/")
     proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=600, cwd=tmp_path,
@@ -64,3 +64,38 @@ def test_view_command_in_the_readme_writes_the_page(tmp_path: Path) -> None:
     page = (tmp_path / "kept.html").read_text(encoding="utf-8")
     assert 'class="kept"' in page and 'class="dropped"' in page and 'class="heat"' in page
     assert "[-" in proc.stdout and "max_lines" in proc.stdout  # not a terminal: plain view
+
+def test_service_commands_in_the_readme_run_offline() -> None:
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    block = next(b for b in _bash_blocks() if "specprefill serve" in b)
+    serve, agent = (line.split("#")[0].strip().rstrip("&").strip() for line in block.strip().splitlines())
+    with socket.socket() as sock:  # 8765 may be taken on a shared machine
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    bindir = str(Path(sys.executable).parent) + "/"
+    serve, agent = (cmd.replace(".venv/bin/", bindir).replace("8765", port) for cmd in (serve, agent))
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    server = subprocess.Popen(shlex.split(serve), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        proc = subprocess.run(["bash", "-c", agent], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+        assert proc.returncode == 0, proc.stderr
+        steps = re.findall(r"step \d+: context +(\d+) -> +(\d+) tokens", proc.stdout)
+        assert steps and any(int(after) < int(before) for before, after in steps)  # the service compressed
+        assert "compression failed" not in proc.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)

@@ -8,6 +8,7 @@ the resident service.  Nothing here loads a model.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from typing import Any
 
@@ -30,12 +31,18 @@ __all__ = ["resolve_compressor", "compressor_identity", "check_budget", "Counter
 
 
 def resolve_compressor(compressor: Any) -> Any:
-    """``compressor``, or a new in-process one (embedded draft, loaded on first use) for ``None``.
+    """``compressor``, or for ``None``: a client of the draft service at ``$SPECPREFILL_URL`` when
+    that is set, else a new in-process compressor (embedded draft, loaded on first use).
 
     The new one raises on scoring errors so that the integration's own ``on_failure``
     decides alone.
     """
     if compressor is None:
+        url = os.environ.get("SPECPREFILL_URL")
+        if url:
+            from specprefill_agents.service.client import RemoteCompressor
+
+            return RemoteCompressor(url)
         return SpecPrefillCompressor("embedded", on_failure="raise")
     if isinstance(compressor, (str, DraftConfig, DraftModel)):
         return SpecPrefillCompressor(compressor, on_failure="raise")

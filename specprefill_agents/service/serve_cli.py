@@ -1,0 +1,141 @@
+"""The ``specprefill serve`` subcommand: its flags and how they become settings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from ..config import CacheConfig, CompressionConfig, DraftConfig
+from .settings import TOKEN_ENV, ServiceSettings
+
+__all__ = ["add_serve_parser", "run_serve"]
+
+_DEFAULTS = ServiceSettings()
+
+_EPILOG = f"""examples:
+  specprefill serve                                   # embedded draft on 127.0.0.1:8765
+  SPECPREFILL_TOKEN=... specprefill serve --host 0.0.0.0 --device cuda
+  SPECPREFILL_URL=http://127.0.0.1:8765 python my_agent.py   # agents use the service
+
+Every route but /healthz needs 'Authorization: Bearer <token>' when a token is set
+(--token or ${TOKEN_ENV}; prefer the variable: a flag shows in the process list).
+Routes: POST /v1/compress, GET /v1/info, /healthz, /readyz, /metrics (Prometheus).
+"""
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    """Add ``serve`` to ``sub`` (the ``specprefill`` command's subparsers)."""
+    p = sub.add_parser(
+        "serve",
+        help="run one resident draft that many agent processes share (HTTP JSON)",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--host", default=_DEFAULTS.host, help="interface to bind (default 127.0.0.1); any other needs a token"
+    )
+    p.add_argument("--port", type=int, default=_DEFAULTS.port, help="TCP port (default 8765; 0 = any free port)")
+    p.add_argument("--token", default=None, help=f"bearer token clients must send (default ${TOKEN_ENV})")
+    p.add_argument("--draft", default="embedded", help="'embedded', a hub id, a directory or a .gguf file")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: CUDA when present)")
+    p.add_argument("--cache-dir", default=None, help="where converted drafts are cached")
+    p.add_argument("--keep", type=float, default=None, help="default keep ratio of requests that set none (0.25)")
+    p.add_argument(
+        "--kv-cache-bytes",
+        type=int,
+        default=CacheConfig().kv_cache_bytes,
+        help="bound on the draft KV prefix cache shared by all clients (bytes; 0 = off)",
+    )
+    p.add_argument(
+        "--queue-size",
+        type=int,
+        default=_DEFAULTS.queue_size,
+        help=f"requests waiting for the draft at most; more get 429 + Retry-After (default {_DEFAULTS.queue_size})",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=_DEFAULTS.max_batch,
+        help=f"queued requests the worker takes per round (default {_DEFAULTS.max_batch}); "
+        f"with --no-batching, the number of worker threads",
+    )
+    p.add_argument(
+        "--no-batching",
+        action="store_true",
+        help="run each request on its own thread instead of one worker's micro-batches",
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=_DEFAULTS.deadline_s,
+        help=f"default per-request deadline, seconds (default {_DEFAULTS.deadline_s:g}; a request may ask for less)",
+    )
+    p.add_argument(
+        "--drain",
+        type=float,
+        default=_DEFAULTS.drain_s,
+        help=f"on SIGTERM, seconds in-flight requests get to finish (default {_DEFAULTS.drain_s:g})",
+    )
+    p.add_argument(
+        "--max-body-bytes", type=int, default=_DEFAULTS.max_body_bytes, help="largest request body (413 above)"
+    )
+    p.add_argument(
+        "--max-segments", type=int, default=_DEFAULTS.max_segments, help="most segments per request (413 above)"
+    )
+    p.add_argument(
+        "--max-total-chars",
+        type=int,
+        default=_DEFAULTS.max_total_chars,
+        help="most characters per request, all segments and the query (413 above)",
+    )
+    p.add_argument(
+        "--no-warm-up",
+        action="store_true",
+        help="skip the warm-up compression at start (/readyz turns ready once the draft is loaded)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's choice); 1 on a CPU shared with other work",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logs (structured JSON lines on stderr)")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> ServiceSettings:
+    return ServiceSettings(
+        host=args.host,
+        port=args.port,
+        token=args.token or os.environ.get(TOKEN_ENV) or None,
+        max_body_bytes=args.max_body_bytes,
+        max_segments=args.max_segments,
+        max_total_chars=args.max_total_chars,
+        queue_size=args.queue_size,
+        max_batch=args.max_batch,
+        batching=not args.no_batching,
+        deadline_s=args.deadline,
+        drain_s=args.drain,
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Validate everything, then serve until SIGTERM (returns the exit status)."""
+    settings = settings_from(args)
+    config = CompressionConfig() if args.keep is None else CompressionConfig(keep_ratio=args.keep)
+    from .engine import Engine  # the web stack loads only for this command
+    from .server import configure_logging, serve
+
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    engine = Engine(
+        DraftConfig(model=args.draft, device=args.device, cache_dir=args.cache_dir),
+        config,
+        CacheConfig(kv_cache_bytes=args.kv_cache_bytes),
+    )
+    serve(engine, settings, warm_up=not args.no_warm_up)
+    return 0

@@ -1,0 +1,174 @@
+"""The service's API against a real server process on a loopback port (tiny draft)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import inspect
+
+import httpx
+import pytest
+
+from specprefill_agents import CompressionResult, Segment, SpecPrefillCompressor
+from specprefill_agents.errors import ServiceRequestError, ServiceUnavailableError
+from specprefill_agents.service import RemoteCompressor
+from specprefill_agents.testing import tiny_draft
+
+from .conftest import SERVICE_CONFIG, TOKEN, Server
+
+pytestmark = pytest.mark.integration
+
+SOURCE = inspect.getsource(inspect)  # real code, 100k+ characters
+
+
+def _segments(offset: int = 0) -> list[Segment]:
+    return [
+        Segment("You are a careful assistant.", role="system", protected=True),
+        Segment(SOURCE[offset : offset + 3000], role="tool", id="call-1", kind="code"),
+        Segment("Which function removes common leading whitespace?", role="user"),
+    ]
+
+
+def _same(remote: CompressionResult, local: CompressionResult, cost: bool = True) -> None:
+    """Equal results, the shared KV cache aside (it only moves tokens from forwarded to reused);
+    ``cost=False``: apart from what computing them cost (a score-cache hit)."""
+    assert remote.segments == local.segments  # texts, roles, ids, flags: byte for byte
+    assert remote.kept_spans == local.kept_spans
+    strip: dict = {"timings": {}, "draft_tokens_forwarded": 0, "draft_tokens_reused": 0}
+    if cost:
+        r, q = remote.stats, local.stats
+        assert r.draft_tokens_forwarded + r.draft_tokens_reused == q.draft_tokens_forwarded + q.draft_tokens_reused
+    else:
+        strip.update(score_cache_hits=0, windows=0, lookahead_tokens=0)
+    assert dataclasses.replace(remote.stats, **strip) == dataclasses.replace(local.stats, **strip)
+
+
+@pytest.fixture
+def client(server: Server) -> RemoteCompressor:
+    return RemoteCompressor(server.url, token=TOKEN, timeout=60)
+
+
+def test_round_trip_equals_the_in_process_compressor(client: RemoteCompressor) -> None:
+    local = SpecPrefillCompressor(tiny_draft("llama", max_pos=2048), SERVICE_CONFIG, on_failure="raise")
+    for offset, keep in ((0, None), (4000, 0.15)):
+        segs = _segments(offset)
+        remote = client.compress_segments(segs, keep_ratio=keep)
+        _same(remote, local.compress_segments(segs, keep_ratio=keep))
+        assert remote.segments[0].text == segs[0].text and remote.segments[1].text != segs[1].text
+
+
+def test_async_client_returns_the_same_result(client: RemoteCompressor) -> None:
+    segs = _segments(9000)
+
+    async def both() -> tuple[CompressionResult, CompressionResult]:
+        return await asyncio.gather(client.acompress_segments(segs), client.acompress_segments(segs))
+
+    first, second = asyncio.run(both())
+    again = client.compress_segments(segs)
+    assert again.stats.score_cache_hits == 1
+    _same(first, again, cost=False)
+    _same(second, first, cost=False)  # the later of the two came from the score cache
+
+
+def test_per_request_overrides_match_the_same_config_in_process(client: RemoteCompressor, server: Server) -> None:
+    segs = _segments(12000)
+    local = SpecPrefillCompressor(
+        tiny_draft("llama", max_pos=2048), SERVICE_CONFIG.replace(unit="word"), on_failure="raise"
+    )
+    remote = RemoteCompressor(server.url, token=TOKEN, config={"unit": "word"})
+    _same(remote.compress_segments(segs, max_tokens=120), local.compress_segments(segs, max_tokens=120))
+    small = client.compress_segments(segs, keep_ratio=0.1).compressed_tokens
+    assert small < client.compress_segments(segs, keep_ratio=0.6).compressed_tokens
+    with pytest.raises(ServiceRequestError, match="422"):
+        RemoteCompressor(server.url, token=TOKEN, config={"lookahead": -1}).compress_segments(segs)
+
+
+def test_lone_surrogates_travel_exactly(client: RemoteCompressor) -> None:
+    raw = "bytes \udcff\udc80 that were not UTF-8 " * 40
+    result = client.compress_segments([Segment(raw), Segment("a question?", role="user")])
+    assert result.segments[0].text == raw  # not clean UTF-8: passed through, exactly
+
+
+def test_auth(server: Server) -> None:
+    assert httpx.get(server.url + "/healthz").status_code == 200  # liveness needs no token
+    for headers in ({}, {"authorization": "Bearer wrong-token-000"}, {"authorization": TOKEN}):
+        response = httpx.post(server.url + "/v1/compress", json={"segments": []}, headers=headers)
+        assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+        assert httpx.get(server.url + "/metrics", headers=headers).status_code == 401
+    with pytest.raises(ServiceRequestError, match="401"):
+        RemoteCompressor(server.url, token="wrong-token-000").compress_segments(_segments())
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"segments": [{"text": "x"}] * 9}, "too_many_segments"),
+        ({"segments": [{"text": "x" * 60_000}]}, "too_many_chars"),
+        ({"segments": [{"text": "x" * 49_000}], "query": "y" * 2_000}, "too_many_chars"),
+        ({"segments": [{"text": "\u00e9" * 40_000}] * 3}, "body_too_large"),
+    ],
+)
+def test_limits_answer_413_with_a_reason(server: Server, body: dict, error: str) -> None:
+    response = httpx.post(server.url + "/v1/compress", content=json.dumps(body), headers=server.headers())
+    assert response.status_code == 413
+    assert response.json()["error"] == error and "limit" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"{not json", "malformed_json"),
+        (b"\xff\xfe", "malformed_json"),
+        (json.dumps({"segments": [], "extra": 1}).encode(), "invalid_request"),
+        (json.dumps({"segments": [{"text": "x", "colour": "red"}]}).encode(), "invalid_request"),
+        (json.dumps({"segments": [{"text": 1}]}).encode(), "invalid_request"),
+        (json.dumps({"segments": [], "config": {"keep_ratio": 2}}).encode(), "invalid_request"),
+        (json.dumps({"segments": [], "config": {"temperature": 1}}).encode(), "invalid_request"),
+        (json.dumps({"segments": [], "version": "v0"}).encode(), "invalid_request"),
+        (json.dumps([1, 2]).encode(), "invalid_request"),
+    ],
+)
+def test_bad_requests_answer_422(server: Server, body: bytes, error: str) -> None:
+    response = httpx.post(server.url + "/v1/compress", content=body, headers=server.headers())
+    assert response.status_code == 422 and response.json()["error"] == error
+
+
+def test_two_clients_sharing_a_prefix_reuse_the_kv(server: Server) -> None:
+    first, second = (RemoteCompressor(server.url, token=TOKEN) for _ in range(2))
+    shared = [Segment(SOURCE[20000:23000], role="tool", id="a"), Segment(SOURCE[23000:25000], role="tool", id="b")]
+    before = first.compress_segments([*shared, Segment("What wraps text?", role="user")])
+    after = second.compress_segments(
+        [*shared, Segment(SOURCE[25000:26500], role="tool"), Segment("What fills a paragraph?", role="user")]
+    )
+    assert before.stats.draft_tokens_reused == 0
+    assert after.stats.draft_tokens_reused > 0
+    metrics = httpx.get(server.url + "/metrics", headers=server.headers()).text
+    reused = re.search(r"^specprefill_draft_tokens_reused_total (\S+)$", metrics, re.M)
+    assert reused and float(reused.group(1)) >= after.stats.draft_tokens_reused
+
+
+def test_info_health_and_metrics(server: Server, client: RemoteCompressor) -> None:
+    info = client.info()
+    assert info["schema"] == "v1" and info["draft"]["name"] == "tiny-llama-2048-0" and info["draft"]["loaded"]
+    assert info["config"]["keep_ratio"] == SERVICE_CONFIG.keep_ratio and info["limits"]["max_segments"] == 8
+    assert client.identity()["draft"] == "tiny-llama-2048-0"
+    assert httpx.get(server.url + "/readyz", headers=server.headers()).json() == {"status": "ready"}
+    metrics = httpx.get(server.url + "/metrics", headers=server.headers()).text
+    for name in (
+        "specprefill_requests_total",
+        "specprefill_queue_depth",
+        "specprefill_batch_size_bucket",
+        "specprefill_tokens_in_total",
+        "specprefill_kv_cache_bytes",
+        "specprefill_request_seconds_bucket",
+    ):
+        assert name in metrics
+
+
+def test_nothing_listening_is_unavailable() -> None:
+    from .conftest import free_port
+
+    with pytest.raises(ServiceUnavailableError, match="did not answer"):
+        RemoteCompressor(f"http://127.0.0.1:{free_port()}", retries=1).compress_segments(_segments())
