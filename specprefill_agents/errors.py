@@ -13,6 +13,7 @@ __all__ = [
     "InputError",
     "DraftModelError",
     "DraftNotInstalledError",
+    "DraftDownloadError",
     "ScoringError",
 ]
 
@@ -35,6 +36,10 @@ class DraftModelError(SpecPrefillError, RuntimeError):
 
 class DraftNotInstalledError(DraftModelError, ImportError):
     """The package that carries the requested draft weights is not installed."""
+
+
+class DraftDownloadError(DraftNotInstalledError):
+    """The embedded draft's weights are not installed and fetching them failed (offline, bad hash)."""
 
 
 class ScoringError(SpecPrefillError, RuntimeError):
