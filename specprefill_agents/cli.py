@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     comp = sub.add_parser("compress", help="compress files (or stdin) for a query; text to stdout, stats to stderr",
                           epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,13 +63,34 @@ def _draft_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draft", default="embedded", help="'embedded', a hub id, a directory or a .gguf file")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: CUDA when present)")
     parser.add_argument("--cache-dir", default=None, help="where converted drafts are cached")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for the draft (default: one less than the cores, at least 1)")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="log each step and always show progress bars")
+    noise.add_argument("--quiet", action="store_true", help="errors only: no warnings, no progress bars")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("specprefill-agents")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from . import __version__
+
+        return __version__
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    """--verbose: bars always; --quiet: never; otherwise on a terminal only."""
+    return True if args.verbose else False if args.quiet else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING,
                         format="specprefill: %(message)s", stream=sys.stderr)
     if args.command is None:
         parser.print_help(sys.stderr)
@@ -85,13 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _draft_config(args: argparse.Namespace) -> DraftConfig:
-    return DraftConfig(model=args.draft, device=args.device, cache_dir=args.cache_dir)
+    return DraftConfig(model=args.draft, device=args.device, cache_dir=args.cache_dir, num_threads=args.threads)
 
 
 def _prepare(args: argparse.Namespace) -> int:
     from .draft import load_draft
+    from .progress import requested_progress
 
-    draft = load_draft(_draft_config(args))
+    with requested_progress(_progress(args)):
+        draft = load_draft(_draft_config(args))
     print(json.dumps({"name": draft.name, "device": str(draft.device), "dtype": str(draft.dtype),
                       "max_context": draft.max_context}))
     return 0
@@ -138,7 +162,8 @@ def _compress(args: argparse.Namespace) -> int:
         from transformers import AutoTokenizer
 
         counter = AutoTokenizer.from_pretrained(args.target_tokenizer)
-    comp = SpecPrefillCompressor(_draft_config(args), config, token_counter=counter, on_failure="raise")
+    comp = SpecPrefillCompressor(_draft_config(args), config, token_counter=counter, on_failure="raise",
+                                 progress=_progress(args))
     result = comp.compress(texts, query=args.query)
     if args.json:
         payload = {

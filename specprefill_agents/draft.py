@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,14 @@ import torch
 from ._compat_loading import (
     dtype_kwargs,
     strip_gguf_quantization,
+    transformers_bars_off,
     transformers_progress_enabled,
     transformers_version,
 )
 from .config import DraftConfig
 from .errors import ConfigError, DraftModelError, DraftNotInstalledError, SpecPrefillError
 from .kernels import cpu_has_native_bf16
+from .threads import apply_num_threads
 from .weights import embedded_gguf
 
 __all__ = ["DraftModel", "clear_draft_cache", "converted_gguf_dir", "draft_cache_root", "load_draft"]
@@ -157,6 +160,8 @@ def draft_cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 def _load_uncached(config: DraftConfig) -> DraftModel:
     device = _pick_device(config)
+    if device.type == "cpu":
+        apply_num_threads(config.num_threads)
     dtype = _pick_dtype(config, device)
     source = _resolve(config)
     start = time.perf_counter()
@@ -410,11 +415,13 @@ def _load_source(
                           "local_files_only": config.local_files_only or not source.hub}
     if source.hub:
         kw["revision"] = config.revision
+    quiet = nullcontext() if source.hub else transformers_bars_off()  # a hub download keeps its bar
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, **kw)
-        _require_fast(tokenizer, source)
-        model = AutoModelForCausalLM.from_pretrained(source.location, attn_implementation="sdpa",
-                                                     **dtype_kwargs(dtype), **kw)
+        with quiet:
+            tokenizer = AutoTokenizer.from_pretrained(source.location, **kw)
+            _require_fast(tokenizer, source)
+            model = AutoModelForCausalLM.from_pretrained(source.location, attn_implementation="sdpa",
+                                                         **dtype_kwargs(dtype), **kw)
         model = model.to(device).eval()  # type: ignore[arg-type]
     except SpecPrefillError:
         raise

