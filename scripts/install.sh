@@ -15,5 +15,5 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "${PIP[@]}" install "torch==2.13.0"
 "${PIP[@]}" install -e ".[dev]"
 "${PIP[@]}" install -e "integrations/langchain[agents,test]"
-"$VENV/bin/specprefill" prepare >/dev/null
+"$VENV/bin/specprefill" prepare --quiet >/dev/null
 echo "installed into $VENV"

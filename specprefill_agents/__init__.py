@@ -15,6 +15,7 @@ from .config import CacheConfig, CompressionConfig, DraftConfig, ScoringConfig
 from .draft import DraftModel, load_draft
 from .errors import (
     ConfigError,
+    DraftDownloadError,
     DraftModelError,
     DraftNotInstalledError,
     InputError,
@@ -59,6 +60,7 @@ __all__ = [
     "InputError",
     "DraftModelError",
     "DraftNotInstalledError",
+    "DraftDownloadError",
     "ScoringError",
     "__version__",
 ]
