@@ -178,7 +178,7 @@ class DraftConfig(_ConfigMixin):
     )
     num_threads: int | None = _help(
         "CPU threads of a CPU draft (torch's intra-op pool, process-wide, set when the draft loads); "
-        "None = one less than the usable cores (at least 1), or OMP_NUM_THREADS when that is set.",
+        "None = one less than the usable cores (at least 1), never more than torch uses already.",
         None,
     )
 

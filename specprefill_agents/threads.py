@@ -3,7 +3,8 @@
 torch starts one thread per core.  On a machine where another process keeps a core busy (the
 agent itself, a target model, a second test run), an intra-op pool that wants every core waits
 at each parallel region for the thread that shares a core with that process: scoring stalls
-(measured in ``benchmarks/bench_threads.py``).  The default leaves one core free.
+(measured in ``benchmarks/bench_threads.py``).  The default leaves one core free and never
+raises a thread count set before.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import torch
 __all__ = ["apply_num_threads", "default_num_threads", "usable_cpus"]
 
 logger = logging.getLogger(__name__)
-
-_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def usable_cpus() -> int:
@@ -32,10 +31,9 @@ def usable_cpus() -> int:
 
 
 def default_num_threads() -> int:
-    """One less than the usable CPUs (at least one); what OMP_NUM_THREADS / MKL_NUM_THREADS say when set."""
-    if any(os.environ.get(name, "").strip() for name in _THREAD_ENV):
-        return int(torch.get_num_threads())
-    return max(1, usable_cpus() - 1)
+    """One less than the usable CPUs (at least one), and never more than torch uses now: a lower
+    setting already made (``torch.set_num_threads``, ``OMP_NUM_THREADS``) is kept."""
+    return max(1, min(int(torch.get_num_threads()), usable_cpus() - 1))
 
 
 def apply_num_threads(num_threads: int | None) -> int:

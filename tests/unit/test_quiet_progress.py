@@ -135,15 +135,15 @@ def test_cli_threads_quiet_and_verbose(draft_dir: str, tmp_path: Path, monkeypat
 
 
 def test_thread_default_leaves_one_core_free(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        monkeypatch.delenv(name, raising=False)
+    torch.set_num_threads(8)
     monkeypatch.setattr(threads_mod, "usable_cpus", lambda: 8)
     assert threads_mod.default_num_threads() == 7
     monkeypatch.setattr(threads_mod, "usable_cpus", lambda: 1)
     assert threads_mod.default_num_threads() == 1
-    torch.set_num_threads(3)
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice wins
+    torch.set_num_threads(3)  # set lower before (torch.set_num_threads, OMP_NUM_THREADS): kept
+    monkeypatch.setattr(threads_mod, "usable_cpus", lambda: 8)
     assert threads_mod.default_num_threads() == 3
     assert threads_mod.apply_num_threads(2) == 2 and torch.get_num_threads() == 2
+    assert threads_mod.apply_num_threads(None) == 2
     with pytest.raises(ConfigError, match="num_threads"):
         DraftConfig(num_threads=0)
