@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,16 @@ def _ours(draft: Any, counter: bl.Counter, config: CompressionConfig | None = No
     method = bl.Ours(compressor, counter)
     method.name = name
     return method
+
+
+def int8_draft(draft: Any) -> Any:
+    """A copy of ``draft`` whose linear layers run as dynamic int8 (torch.ao.quantization, CPU)."""
+    from specprefill_agents import DraftModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization is deprecated in torch 2.x
+        model = torch.ao.quantization.quantize_dynamic(draft.model, {torch.nn.Linear}, dtype=torch.qint8)
+    return DraftModel(model=model, tokenizer=draft.tokenizer, name=f"{draft.name}+int8", max_context=draft.max_context)
 
 
 def build_methods(names: list[str], draft: Any, counter: bl.Counter, seed: int,
@@ -261,6 +272,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--draft-dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="draft weights/activations dtype (default: the library's choice for the device)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
+    p.add_argument("--int8", action="store_true",
+                   help="add ours[int8]: the draft's nn.Linear layers dynamically quantized to int8 (CPU, fp32 draft)")
     p.add_argument("--store", default=None,
                    help="folder of ours' draft scores, reused across runs (benchmarks/score_store.py)")
     p.add_argument("--out", default="benchmarks/results/retention_cpu.json", help="JSON; .md and .png beside it")
@@ -286,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     tasks = build_tasks(args, counter)
     methods = build_methods(args.methods, draft, counter, args.seed, args.ours_variants,
                             Path(args.store) if args.store else None)
+    if args.int8:  # the same draft with dynamic int8 linears, side by side with the methods above
+        methods.append(_ours(int8_draft(draft), counter, name="ours[int8]"))
     log(f"{len(tasks)} instances x {len(methods)} methods x {len(args.ratios)} ratios")
     rows = run(tasks, methods, args.ratios)
     result.update(draft=draft.name, method_names=[m.name for m in methods], instances=len(tasks), rows=rows,

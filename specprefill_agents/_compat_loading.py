@@ -6,11 +6,14 @@ Attention / KV-cache shims live in ``_compat.py``; this module holds only what
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
-__all__ = ["dtype_kwargs", "strip_gguf_quantization", "transformers_progress_enabled", "transformers_version"]
+__all__ = ["dtype_kwargs", "strip_gguf_quantization", "transformers_bars_off", "transformers_progress_enabled",
+           "transformers_version"]
 
 
 def transformers_version() -> str:
@@ -64,3 +67,25 @@ def transformers_progress_enabled() -> bool:
         return bool(hf_logging.is_progress_bar_enabled())
     except (ImportError, AttributeError):
         return False
+
+
+@contextmanager
+def transformers_bars_off() -> Iterator[None]:
+    """No transformers progress bars (its "Loading weights" bar) within the block; restored after.
+
+    transformers keeps one process-wide switch (which also covers huggingface_hub's bars), so
+    a load in another thread at the same moment is quiet too.
+    """
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        yield
+        return
+    was_on = bool(hf_logging.is_progress_bar_enabled())
+    if was_on:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

