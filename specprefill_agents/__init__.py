@@ -17,13 +17,16 @@ from .errors import (
     ConfigError,
     DraftModelError,
     DraftNotInstalledError,
+    GapNotFoundError,
     InputError,
     ScoringError,
     SpecPrefillError,
 )
+from .expansion import Expansion, OmittedText, expand_ref, omitted_texts, search_omitted
+from .gap_store import GapStore, content_namespace
 from .protocols import Compressor, OnFailure, check_on_failure, handle_failure
 from .segment_scoring import asked_query
-from .types import CompressionResult, CompressionStats, KeptSpan, Segment, SegmentScores, TokenCounts, TokenScores
+from .types import CompressionResult, CompressionStats, Gap, KeptSpan, Segment, SegmentScores, TokenCounts, TokenScores
 
 __version__ = "0.1.0"
 
@@ -42,6 +45,14 @@ __all__ = [
     "load_draft",
     "Segment",
     "KeptSpan",
+    "Gap",
+    "GapStore",
+    "content_namespace",
+    "OmittedText",
+    "Expansion",
+    "omitted_texts",
+    "expand_ref",
+    "search_omitted",
     "SegmentScores",
     "TokenScores",
     "TokenCounts",
@@ -60,5 +71,6 @@ __all__ = [
     "DraftModelError",
     "DraftNotInstalledError",
     "ScoringError",
+    "GapNotFoundError",
     "__version__",
 ]

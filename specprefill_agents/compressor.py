@@ -18,8 +18,9 @@ from .lexical import boost_plans
 from .protocols import OnFailure, check_on_failure, handle_failure
 from .scoring import DraftScorer
 from .segment_scoring import SegmentScorer, asked_query
-from .selection import choose, plan_segment, render
-from .types import SEGMENT_KINDS, CompressionResult, CompressionStats, KeptSpan, Segment, TokenScores
+from .gaps import gap_seed
+from .selection import choose, plan_segment, render_gaps
+from .types import SEGMENT_KINDS, CompressionResult, CompressionStats, Gap, KeptSpan, Segment, TokenScores
 
 __all__ = ["SpecPrefillCompressor"]
 
@@ -98,6 +99,7 @@ class SpecPrefillCompressor:
         keep_ratio: float | None = None,
         max_tokens: int | None = None,
         token_counter: Any = None,
+        gap_refs: bool | None = None,
     ) -> CompressionResult:
         """Compress one text or a list of texts (each its own segment) for ``query``.
 
@@ -111,7 +113,7 @@ class SpecPrefillCompressor:
         else:
             raise InputError("context must be a str or a list of str; use compress_segments for Segment objects")
         return self.compress_segments([Segment(t) for t in texts], query, keep_ratio=keep_ratio,
-                                      max_tokens=max_tokens, token_counter=token_counter)
+                                      max_tokens=max_tokens, token_counter=token_counter, gap_refs=gap_refs)
 
     def compress_segments(
         self,
@@ -121,11 +123,13 @@ class SpecPrefillCompressor:
         keep_ratio: float | None = None,
         max_tokens: int | None = None,
         token_counter: Any = None,
+        gap_refs: bool | None = None,
     ) -> CompressionResult:
         """Compress the compressible segments; protected ones come back byte-identical.
 
         ``keep_ratio`` / ``max_tokens`` replace the same setting of the config for this call; the
-        other one stays, and with both set the smaller budget wins.
+        other one stays, and with both set the smaller budget wins.  ``gap_refs`` replaces the
+        config's: gap markers carry references that :meth:`CompressionResult.expand` resolves.
 
         With no ``query``, the latest segment whose role is ``"user"`` / ``"human"`` is the
         query; failing that, the last 64 draft tokens of the prompt act as the query (and are kept).
@@ -133,8 +137,9 @@ class SpecPrefillCompressor:
         segments = _validate_segments(segments)
         if query is not None and not isinstance(query, str):
             raise InputError(f"query must be a str or None, got {type(query).__name__}")
-        budget = {k: v for k, v in (("keep_ratio", keep_ratio), ("max_tokens", max_tokens)) if v is not None}
-        config = self.config.replace(**budget) if budget else self.config  # the smaller of both still wins
+        overrides = {k: v for k, v in (("keep_ratio", keep_ratio), ("max_tokens", max_tokens), ("gap_refs", gap_refs))
+                  if v is not None}
+        config = self.config.replace(**overrides) if overrides else self.config  # the smaller budget still wins
         explicit = make_counter(token_counter) if token_counter is not None else None
         counter: TokenCounter | None = None
         counter_name = APPROXIMATE
@@ -171,7 +176,7 @@ class SpecPrefillCompressor:
         token_scores = self._ensure_scorer().score(segments, query)
         t_score = time.perf_counter()
         budget = budget_tokens(sum(counts[i] for i in eligible), config.keep_ratio, config.max_tokens)
-        out, spans, new_counts = _select(segments, counts, eligible, token_scores, asked_query(segments, query),
+        out, spans, new_counts, gaps = _select(segments, counts, eligible, token_scores, asked_query(segments, query),
                                          budget, config, counter)
         t_end = time.perf_counter()
         used = sum(new_counts[i] for i in eligible)
@@ -185,7 +190,7 @@ class SpecPrefillCompressor:
             draft_tokens_reused=token_scores.draft_tokens_reused, score_cache_hits=token_scores.score_cache_hits,
             windows=token_scores.windows, lookahead_tokens=token_scores.lookahead_tokens,
             timings={**token_scores.timings, "select": t_end - t_score, "total": t_end - t_start})
-        return CompressionResult(tuple(out), tuple(spans), stats)
+        return CompressionResult(tuple(out), tuple(spans), stats, tuple(gaps), tuple(s.text for s in segments))
 
     def score_segments(self, segments: Sequence[Segment], query: str | None = None) -> TokenScores:
         """Per-token importance of every segment (smoothed), without selecting anything.
@@ -221,21 +226,25 @@ def _draft_name(spec: str | DraftConfig | DraftModel) -> Any:
 
 def _select(segments: list[Segment], counts: list[int], eligible: list[int], token_scores: TokenScores,
             asked: str | None, budget: int, config: CompressionConfig,
-            counter: TokenCounter) -> tuple[list[Segment], list[tuple[KeptSpan, ...]], list[int]]:
+            counter: TokenCounter) -> tuple[list[Segment], list[tuple[KeptSpan, ...]], list[int], list[Gap]]:
     """The selection stage: chunk the eligible segments (``eligible``, ascending), raise the chunks
     that match the query, choose under one budget, render.  Returns every segment (compressed or
-    as given), its kept spans and its token count."""
-    plans = [plan_segment(segments[i].text, token_scores.segments[i].offsets, token_scores.segments[i].scores,
-                          config, kind=segments[i].kind) for i in eligible]
+    as given), its kept spans, its token count, and the gaps left."""
+    seeds = gap_seed([s.text for s in segments])
+    plans = [dataclasses.replace(plan_segment(segments[i].text, token_scores.segments[i].offsets,
+                                              token_scores.segments[i].scores, config, kind=segments[i].kind),
+                                 ref_seed=seeds[i]) for i in eligible]
     if config.lexical_boost and asked:
         plans = boost_plans(plans, asked, config.lexical_boost, config.lexical_feedback)
     kept = choose(plans, budget, counter, config, whole=[counts[i] for i in eligible])
     out, spans, new_counts = list(segments), [_full_span(s.text) for s in segments], list(counts)
+    gaps: list[Gap] = []
     for i, plan, chosen in zip(eligible, plans, kept):
-        text, spans[i] = render(plan, chosen, config)
+        text, spans[i], marks = render_gaps(plan, chosen, config, counter, taken={g.ref for g in gaps})
+        gaps.extend(Gap(m.ref, i, m.start, m.end, m.tokens) for m in marks)
         out[i] = dataclasses.replace(segments[i], text=text)
         new_counts[i] = counter(text)
-    return out, spans, new_counts
+    return out, spans, new_counts, gaps
 
 
 def _validate_segments(segments: Sequence[Segment]) -> list[Segment]:
@@ -273,4 +282,5 @@ def _passthrough(segments: list[Segment], counts: list[int], counter_name: str,
     stats = CompressionStats(original_tokens=total, compressed_tokens=total, counted_with=counter_name,
                              budget_tokens=budget, budget_exceeded=False, segments_total=len(segments),
                              segments_compressed=0)
-    return CompressionResult(tuple(segments), tuple(_full_span(s.text) for s in segments), stats)
+    return CompressionResult(tuple(segments), tuple(_full_span(s.text) for s in segments), stats,
+                             originals=tuple(s.text for s in segments))

@@ -14,6 +14,7 @@ __all__ = [
     "DraftModelError",
     "DraftNotInstalledError",
     "ScoringError",
+    "GapNotFoundError",
 ]
 
 
@@ -39,3 +40,7 @@ class DraftNotInstalledError(DraftModelError, ImportError):
 
 class ScoringError(SpecPrefillError, RuntimeError):
     """The draft model failed while scoring (out of memory, model error)."""
+
+
+class GapNotFoundError(SpecPrefillError, LookupError):
+    """A gap reference is unknown here (mistyped, forged, or from another conversation)."""
