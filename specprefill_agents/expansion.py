@@ -91,19 +91,26 @@ def search_omitted(
     query: str,
     max_tokens: int,
     counter: Counter = approximate_tokens,
-    feedback: int = 2,
+    feedback: int = 3,
+    seen: Sequence[str] = (),
 ) -> Expansion:
-    """The left-out statements / lines that best match ``query`` (BM25 over all of them, the query
-    grown by ``feedback`` rounds of pseudo-relevance feedback), best first while they fit in
-    ``max_tokens`` and score at least :data:`MIN_SHARE` of the best, then written back in their
-    original order, grouped by reference."""
+    """The left-out statements / lines that best match ``query`` (BM25 over all of them), best first
+    while they fit in ``max_tokens`` and score at least :data:`MIN_SHARE` of the best, then written
+    back in their original order, grouped by reference.
+
+    The query first grows by ``feedback`` rounds of pseudo-relevance feedback over the omitted text
+    and ``seen`` (what the reader was shown: the kept text), so the second hop of a question whose
+    first hop was kept is found although it shares no word with the question; ``seen`` is never
+    returned."""
     if not isinstance(query, str) or not query.strip():
         raise InputError("query must be a non-empty str")
     units = [(o, a, b) for o, item in enumerate(omitted) for a, b in _units(item.text)]
     texts = [omitted[o].text[a:b] for o, a, b in units]
     if not texts:
         return Expansion((), 0)
-    scores = bm25_scores(texts, expand_query(texts, query, feedback) if feedback else query)
+    known = [text[a:b] for text in seen for a, b in _units(text)]
+    asked = expand_query(texts + known, query, feedback) if feedback else query
+    scores = bm25_scores(texts, asked)
     chosen, used, floor = [], 0, max(float(scores.max()) * MIN_SHARE, 1e-12)
     for i in np.argsort(-scores, kind="stable"):
         if scores[i] < floor:
@@ -112,11 +119,26 @@ def search_omitted(
         if used + cost <= max_tokens:
             chosen.append(int(i))
             used += cost
-    parts: list[tuple[str, str]] = []
-    for i in sorted(chosen):
-        ref = omitted[units[i][0]].ref
-        if parts and parts[-1][0] == ref:
-            parts[-1] = (ref, f"{parts[-1][1]}\n{texts[i].strip()}")
+    return Expansion(_written(omitted, units, sorted(chosen)), used)
+
+
+def _written(
+    omitted: Sequence[OmittedText], units: list[tuple[int, int, int]], chosen: list[int]
+) -> tuple[tuple[str, str], ...]:
+    """Chosen units as ``(ref, text)`` parts: neighbouring units as one exact slice of the original,
+    runs of one reference joined by newlines."""
+    runs: list[list[int]] = []  # [omitted index, start, end, last unit]
+    for i in chosen:
+        o, start, end = units[i]
+        if runs and runs[-1][0] == o and runs[-1][3] == i - 1:
+            runs[-1][2:] = [end, i]
         else:
-            parts.append((ref, texts[i].strip()))
-    return Expansion(tuple(parts), used)
+            runs.append([o, start, end, i])
+    parts: list[tuple[str, str]] = []
+    for o, start, end, _ in runs:
+        ref, text = omitted[o].ref, omitted[o].text[start:end].strip()
+        if parts and parts[-1][0] == ref:
+            parts[-1] = (ref, f"{parts[-1][1]}\n{text}")
+        else:
+            parts.append((ref, text))
+    return tuple(parts)

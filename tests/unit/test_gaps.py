@@ -184,3 +184,13 @@ def test_search_omitted_finds_cut_evidence_under_a_budget() -> None:
     assert search_omitted(omitted, "zebra", max_tokens=60).parts == ()
     with pytest.raises(InputError):
         search_omitted(omitted, " ", max_tokens=60)
+
+
+def test_what_was_kept_steers_the_search_to_a_second_hop() -> None:
+    filler = [f"Paragraph {i} talks about the weather in town number {i} and nothing else." for i in range(30)]
+    second = "Codename Dounddin-33 runs on hardware housed in Valparaiso."
+    omitted = [OmittedText("ccccc", " ".join(filler[:15] + [second] + filler[15:]))]
+    kept = ["Intro. Querkmex Klialkoun's team works on codename Dounddin-33. More filler here."]
+    question = "Which city hosts the machine used by Querkmex Klialkoun's team?"
+    assert second not in search_omitted(omitted, question, max_tokens=60).to_text()  # no shared word
+    assert search_omitted(omitted, question, max_tokens=60, seen=kept).parts == (("ccccc", second),)
