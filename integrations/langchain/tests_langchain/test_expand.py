@@ -130,3 +130,38 @@ def test_json_tool_output_stays_valid_json_with_reference_markers(compressor, js
     assert REF.search(parsed["content"]) and parsed.keys() == original.keys() and parsed["lines"] == 120
     cut = state["messages"][4].text.split("\n", 1)[1]
     assert cut in original["content"] or cut in original["matches"][1]["text"]
+
+
+def test_a_long_expansion_output_reaches_the_model_uncompressed(compressor, source_text) -> None:
+    inner = RecordingChatModel(script=lambda messages, i: "done")
+    middleware = SpecPrefillMiddleware(compressor, expandable=True)
+    agent = create_agent(inner, tools=[_reader(source_text)], middleware=[middleware])
+    long_output = source_text[:3000]
+    agent.invoke(
+        {
+            "messages": [
+                HumanMessage(QUESTION),
+                AIMessage("", tool_calls=[{"name": "read", "args": {"part": 0}, "id": "r"}]),
+                ToolMessage(long_output, tool_call_id="r", name="read"),
+                AIMessage("", tool_calls=[{"name": "expand_context", "args": {"query": "x"}, "id": "e"}]),
+                ToolMessage(long_output, tool_call_id="e"),  # answers the expand_context call (no name set)
+            ]
+        }
+    )
+    seen = [m for m in inner.calls[0]["messages"] if isinstance(m, ToolMessage)]
+    assert len(seen[0].text) < len(long_output) and seen[1].text == long_output
+    assert seen[1].response_metadata == {}  # the model gets the message as it was, not a marked copy
+    report = middleware.last_report
+    assert report is not None and report.expanded_tokens == middleware.engine.counter(long_output)
+    plain = SpecPrefillMiddleware(compressor)  # not expandable: every tool output is compressed
+    plain_inner = RecordingChatModel(script=lambda messages, i: "done")
+    create_agent(plain_inner, tools=[_reader(source_text)], middleware=[plain]).invoke(
+        {
+            "messages": [
+                HumanMessage(QUESTION),
+                AIMessage("", tool_calls=[{"name": "read", "args": {}, "id": "r"}]),
+                ToolMessage(long_output, tool_call_id="r"),
+            ]
+        }
+    )
+    assert "ref " not in [m for m in plain_inner.calls[0]["messages"] if isinstance(m, ToolMessage)][0].text
