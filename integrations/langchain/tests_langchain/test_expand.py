@@ -165,3 +165,24 @@ def test_a_long_expansion_output_reaches_the_model_uncompressed(compressor, sour
         }
     )
     assert "ref " not in [m for m in plain_inner.calls[0]["messages"] if isinstance(m, ToolMessage)][0].text
+
+
+def test_async_agent_expands_like_sync(draft, source_text) -> None:
+    import asyncio
+
+    from specprefill_agents import SpecPrefillCompressor
+
+    from .conftest import FAST
+
+    def run(asynchronous: bool) -> list[str]:
+        inner = RecordingChatModel(script=_script(lambda seen: {"ref": REF.findall(seen)[-1]}))
+        middleware = SpecPrefillMiddleware(SpecPrefillCompressor(draft, FAST, on_failure="raise"), expandable=True)
+        agent = create_agent(inner, tools=[_reader(source_text)], middleware=[middleware])
+        messages = {"messages": [HumanMessage(QUESTION)]}
+        state = asyncio.run(agent.ainvoke(messages)) if asynchronous else agent.invoke(messages)
+        return [m.text for m in state["messages"] if isinstance(m, ToolMessage)] + [
+            m.text for m in inner.calls[-1]["messages"] if isinstance(m, ToolMessage)
+        ]
+
+    sync = run(False)
+    assert sync[1].startswith("Original text cut at ref ") and run(True) == sync
