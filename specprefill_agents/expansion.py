@@ -95,8 +95,8 @@ def search_omitted(
     seen: Sequence[str] = (),
 ) -> Expansion:
     """The left-out statements / lines that best match ``query`` (BM25 over all of them), best first
-    while they fit in ``max_tokens`` and score at least :data:`MIN_SHARE` of the best, then written
-    back in their original order, grouped by reference.
+    while they fit in ``max_tokens`` (their ``[ref ...]`` lines included) and score at least
+    :data:`MIN_SHARE` of the best, then written back in their original order, grouped by reference.
 
     The query first grows by ``feedback`` rounds of pseudo-relevance feedback over the omitted text
     and ``seen`` (what the reader was shown: the kept text), so the second hop of a question whose
@@ -111,15 +111,17 @@ def search_omitted(
     known = [text[a:b] for text in seen for a, b in _units(text)]
     asked = expand_query(texts + known, query, feedback) if feedback else query
     scores = bm25_scores(texts, asked)
+    header = counter(Expansion(((omitted[0].ref, ""),), 0).to_text() + "\n\n")  # a part's "[ref ...]" line
     chosen, used, floor = [], 0, max(float(scores.max()) * MIN_SHARE, 1e-12)
     for i in np.argsort(-scores, kind="stable"):
         if scores[i] < floor:
             break
-        cost = counter(texts[i])
+        cost = counter(texts[i]) + header  # at most one header per unit: the whole text stays in budget
         if used + cost <= max_tokens:
             chosen.append(int(i))
             used += cost
-    return Expansion(_written(omitted, units, sorted(chosen)), used)
+    found = Expansion(_written(omitted, units, sorted(chosen)), 0)
+    return Expansion(found.parts, counter(found.to_text()) if found.parts else 0)
 
 
 def _written(
