@@ -12,7 +12,7 @@ expansion) against the full context, all counted with the draft tokenizer.
 The draft's scores are kept in a score store (``benchmarks/score_store.py``): each instance is
 scored once, whatever the keep ratio or expansion budget.  Usage::
 
-    python benchmarks/bench_expand.py --n 2 --lengths 2048 4096 --store /tmp/expand_scores \\
+    python benchmarks/bench_expand.py --lengths 2048 4096 --n 2 1 --store /tmp/expand_scores \\
         --out benchmarks/results/expand_cpu_epyc.json
 """
 
@@ -157,7 +157,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{m['cpu_count']} cores, torch {m['torch']} ({a['threads']} thread), transformers {m['transformers']}, "
         f"{m['date']}; embedded SmolLM2-135M draft, reference markers on; families {', '.join(a['families'])}; "
-        f"{a['n']} instances per family and length, lengths {a['lengths']} draft tokens, seed {a['seed']} "
+        f"{a['n']} instances per family at lengths {a['lengths']} draft tokens, seed {a['seed']} "
         f"({result['instances']} instances). Tokens counted with the draft tokenizer; 'total' = compressed "
         f"context + the expansion's output, over the full context's tokens.",
         "",
@@ -187,11 +187,19 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tasks_of(args: argparse.Namespace, counter: Any) -> list[TaskInstance]:
+    """The suite's instances: ``args.n[i]`` per family at ``args.lengths[i]`` (one ``n`` for all lengths)."""
+    ns = args.n if len(args.n) == len(args.lengths) else args.n[:1] * len(args.lengths)
+    return [task for length, n in zip(args.lengths, ns)
+            for task in build_tasks(argparse.Namespace(**{**vars(args), "lengths": [length], "n": n}), counter)]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096], help="context size in draft tokens")
-    p.add_argument("--n", type=int, default=2, help="instances per family and length")
+    p.add_argument("--n", type=int, nargs="+", default=[2], help="instances per family and length (one per length, "
+                   "or one for all)")
     p.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.10])
     p.add_argument("--expand-tokens", type=int, nargs="+", default=[256, 512], help="expansion budgets to compare")
     p.add_argument("--seed", type=int, default=0)
@@ -211,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     compressor = StoredScoresCompressor(
         draft, CompressionConfig(), cache=CacheConfig(kv_cache_bytes=0), on_failure="raise", store=store
     )
-    tasks = build_tasks(args, counter)
+    tasks = tasks_of(args, counter)
     rows = []
     for k, task in enumerate(tasks):
         for ratio in args.ratios:
