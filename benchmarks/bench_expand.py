@@ -190,16 +190,20 @@ def markdown(result: dict[str, Any]) -> str:
 def tasks_of(args: argparse.Namespace, counter: Any) -> list[TaskInstance]:
     """The suite's instances: ``args.n[i]`` per family at ``args.lengths[i]`` (one ``n`` for all lengths)."""
     ns = args.n if len(args.n) == len(args.lengths) else args.n[:1] * len(args.lengths)
-    return [task for length, n in zip(args.lengths, ns)
-            for task in build_tasks(argparse.Namespace(**{**vars(args), "lengths": [length], "n": n}), counter)]
+    return [
+        task
+        for length, n in zip(args.lengths, ns)
+        for task in build_tasks(argparse.Namespace(**{**vars(args), "lengths": [length], "n": n}), counter)
+    ]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096], help="context size in draft tokens")
-    p.add_argument("--n", type=int, nargs="+", default=[2], help="instances per family and length (one per length, "
-                   "or one for all)")
+    p.add_argument(
+        "--n", type=int, nargs="+", default=[2], help="instances per family and length (one per length, or one for all)"
+    )
     p.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.10])
     p.add_argument("--expand-tokens", type=int, nargs="+", default=[256, 512], help="expansion budgets to compare")
     p.add_argument("--seed", type=int, default=0)
