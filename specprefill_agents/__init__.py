@@ -19,6 +19,7 @@ from .errors import (
     DraftDownloadError,
     DraftModelError,
     DraftNotInstalledError,
+    GapNotFoundError,
     InputError,
     InputTooLargeError,
     ScoringError,
@@ -26,9 +27,11 @@ from .errors import (
     ServiceUnavailableError,
     SpecPrefillError,
 )
+from .expansion import Expansion, OmittedText, expand_ref, omitted_texts, search_omitted
+from .gap_store import GapStore, content_namespace
 from .protocols import Compressor, OnFailure, check_on_failure, handle_failure
 from .segment_scoring import asked_query
-from .types import CompressionResult, CompressionStats, KeptSpan, Segment, SegmentScores, TokenCounts, TokenScores
+from .types import CompressionResult, CompressionStats, Gap, KeptSpan, Segment, SegmentScores, TokenCounts, TokenScores
 
 __version__ = "0.1.0"
 
@@ -47,6 +50,14 @@ __all__ = [
     "load_draft",
     "Segment",
     "KeptSpan",
+    "Gap",
+    "GapStore",
+    "content_namespace",
+    "OmittedText",
+    "Expansion",
+    "omitted_texts",
+    "expand_ref",
+    "search_omitted",
     "SegmentScores",
     "TokenScores",
     "TokenCounts",
@@ -70,5 +81,6 @@ __all__ = [
     "ScoringError",
     "ServiceUnavailableError",
     "ServiceRequestError",
+    "GapNotFoundError",
     "__version__",
 ]

@@ -20,8 +20,9 @@ from .progress import requested_progress
 from .protocols import OnFailure, check_on_failure, handle_failure
 from .scoring import DraftScorer
 from .segment_scoring import SegmentScorer, asked_query
-from .selection import choose, plan_segment, render
-from .types import SEGMENT_KINDS, CompressionResult, CompressionStats, KeptSpan, Segment, TokenScores
+from .gaps import gap_seed
+from .selection import choose, plan_segment, render_gaps
+from .types import SEGMENT_KINDS, CompressionResult, CompressionStats, Gap, KeptSpan, Segment, TokenScores
 
 __all__ = ["SpecPrefillCompressor"]
 
@@ -108,6 +109,7 @@ class SpecPrefillCompressor:
         max_tokens: int | None = None,
         token_counter: Any = None,
         deadline_s: float | None = None,
+        gap_refs: bool | None = None,
     ) -> CompressionResult:
         """Compress one text or a list of texts (each its own segment) for ``query``.
 
@@ -121,7 +123,8 @@ class SpecPrefillCompressor:
         else:
             raise InputError("context must be a str or a list of str; use compress_segments for Segment objects")
         return self.compress_segments([Segment(t) for t in texts], query, keep_ratio=keep_ratio,
-                                      max_tokens=max_tokens, token_counter=token_counter, deadline_s=deadline_s)
+                                      max_tokens=max_tokens, token_counter=token_counter, deadline_s=deadline_s,
+                                      gap_refs=gap_refs)
 
     def compress_segments(
         self,
@@ -132,13 +135,15 @@ class SpecPrefillCompressor:
         max_tokens: int | None = None,
         token_counter: Any = None,
         deadline_s: float | None = None,
+        gap_refs: bool | None = None,
     ) -> CompressionResult:
         """Compress the compressible segments; protected ones come back byte-identical.
 
-        ``keep_ratio`` / ``max_tokens`` / ``deadline_s`` replace the same setting of the config for
-        this call; with both budgets set the smaller wins.  Past the deadline, or for an input over
-        ``config.max_input_tokens``, the input passes through (per ``on_failure``).
-        ``stats.passthrough_reasons`` says why a compressible segment came back whole.
+        ``keep_ratio`` / ``max_tokens`` / ``deadline_s`` / ``gap_refs`` replace the same setting of
+        the config for this call; with both budgets set the smaller wins.  Past the deadline, or for
+        an input over ``config.max_input_tokens``, the input passes through (per ``on_failure``).
+        ``stats.passthrough_reasons`` says why a compressible segment came back whole.  With
+        ``gap_refs``, gap markers carry references that :meth:`CompressionResult.expand` resolves.
 
         With no ``query``, the latest segment whose role is ``"user"`` / ``"human"`` is the
         query; failing that, the last 64 draft tokens of the prompt act as the query (and are kept).
@@ -146,9 +151,9 @@ class SpecPrefillCompressor:
         segments = _validate_segments(segments)
         if query is not None and not isinstance(query, str):
             raise InputError(f"query must be a str or None, got {type(query).__name__}")
-        budget = {k: v for k, v in (("keep_ratio", keep_ratio), ("max_tokens", max_tokens),
-                                    ("deadline_s", deadline_s)) if v is not None}
-        config = self.config.replace(**budget) if budget else self.config  # the smaller of both still wins
+        overrides = {k: v for k, v in (("keep_ratio", keep_ratio), ("max_tokens", max_tokens),
+                                       ("deadline_s", deadline_s), ("gap_refs", gap_refs)) if v is not None}
+        config = self.config.replace(**overrides) if overrides else self.config  # the smaller budget still wins
         explicit = make_counter(token_counter) if token_counter is not None else None
         counter: TokenCounter | None = None
         counter_name = APPROXIMATE
@@ -187,8 +192,9 @@ class SpecPrefillCompressor:
             token_scores = self._ensure_scorer().score(segments, query, config.max_input_tokens)
         t_score = time.perf_counter()
         budget = budget_tokens(sum(counts[i] for i in eligible), config.keep_ratio, config.max_tokens)
-        out, spans, new_counts, whole = _select(segments, counts, eligible, token_scores,
-                                                asked_query(segments, query), budget, config, counter)
+        chosen = _select(segments, counts, eligible, token_scores, asked_query(segments, query), budget, config,
+                         counter)
+        out, spans, new_counts = chosen.segments, chosen.spans, chosen.counts
         t_end = time.perf_counter()
         used = sum(new_counts[i] for i in eligible)
         if used > budget:
@@ -201,8 +207,9 @@ class SpecPrefillCompressor:
             draft_tokens_reused=token_scores.draft_tokens_reused, score_cache_hits=token_scores.score_cache_hits,
             windows=token_scores.windows, lookahead_tokens=token_scores.lookahead_tokens,
             timings={**token_scores.timings, "select": t_end - t_score, "total": t_end - t_start},
-            passthrough_reasons={**skipped, **whole})
-        return CompressionResult(tuple(out), tuple(spans), stats, tuple(s.text for s in segments), token_scores)
+            passthrough_reasons={**skipped, **chosen.reasons})
+        return CompressionResult(tuple(out), tuple(spans), stats, tuple(chosen.gaps), tuple(s.text for s in segments),
+                                 token_scores)
 
     def score_segments(self, segments: Sequence[Segment], query: str | None = None) -> TokenScores:
         """Per-token importance of every segment (smoothed), without selecting anything.
@@ -239,27 +246,42 @@ def _draft_name(spec: str | DraftConfig | DraftModel) -> Any:
 
 def _select(segments: list[Segment], counts: list[int], eligible: list[int], token_scores: TokenScores,
             asked: str | None, budget: int, config: CompressionConfig,
-            counter: TokenCounter) -> tuple[list[Segment], list[tuple[KeptSpan, ...]], list[int], dict[int, str]]:
+            counter: TokenCounter) -> _Selection:
     """The selection stage: chunk the eligible segments (``eligible``, ascending), raise the chunks
-    that match the query, choose under one budget, render.  Returns every segment (compressed or
-    as given), its kept spans, its token count, and why an eligible segment came back whole."""
-    plans = [plan_segment(segments[i].text, token_scores.segments[i].offsets, token_scores.segments[i].scores,
-                          config, kind=segments[i].kind) for i in eligible]
+    that match the query, choose under one budget, render."""
+    seeds = gap_seed([s.text for s in segments])
+    plans = [dataclasses.replace(plan_segment(segments[i].text, token_scores.segments[i].offsets,
+                                              token_scores.segments[i].scores, config, kind=segments[i].kind),
+                                 ref_seed=seeds[i]) for i in eligible]
     if config.lexical_boost and asked:
         plans = boost_plans(plans, asked, config.lexical_boost, config.lexical_feedback)
     whole = [counts[i] for i in eligible]
     kept = choose(plans, budget, counter, config, whole=whole)
     out, spans, new_counts = list(segments), [_full_span(s.text) for s in segments], list(counts)
-    reasons = {}
+    reasons: dict[int, str] = {}
+    gaps: list[Gap] = []
     for i, plan, chosen in zip(eligible, plans, kept):
-        text, spans[i] = render(plan, chosen, config)
+        text, spans[i], marks = render_gaps(plan, chosen, config, counter, taken={g.ref for g in gaps})
+        gaps.extend(Gap(m.ref, i, m.start, m.end, m.tokens) for m in marks)
         out[i] = dataclasses.replace(segments[i], text=text)
         new_counts[i] = counter(text)
         if text == segments[i].text:
             reasons[i] = ("the compressible text fits the budget" if sum(whole) <= budget
                           else "one statement, nothing to cut" if sum(not c.blank for c in plan.chunks) <= 1
                           else "every chunk was chosen under the shared budget")
-    return out, spans, new_counts, reasons
+    return _Selection(out, spans, new_counts, gaps, reasons)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Selection:
+    """What the selection stage gives back: every segment (compressed or as given), its kept spans
+    and token count, the gaps left, and why an eligible segment came back whole."""
+
+    segments: list[Segment]
+    spans: list[tuple[KeptSpan, ...]]
+    counts: list[int]
+    gaps: list[Gap]
+    reasons: dict[int, str]
 
 
 def _validate_segments(segments: Sequence[Segment]) -> list[Segment]:
@@ -311,4 +333,4 @@ def _passthrough(segments: list[Segment], counts: list[int], counter_name: str,
                              budget_tokens=budget, budget_exceeded=False, segments_total=len(segments),
                              segments_compressed=0, passthrough_reasons=reasons or {})
     return CompressionResult(tuple(segments), tuple(_full_span(s.text) for s in segments), stats,
-                             tuple(s.text for s in segments))
+                             originals=tuple(s.text for s in segments))

@@ -132,6 +132,21 @@ class CompressionConfig(_ConfigMixin):
     )
     gap_marker: str = _help("Marker written where prose was removed.", "[...]")
     code_gap_marker: str = _help("Marker line written where code/line units were removed.", "# [...]")
+    gap_refs: bool = _help(
+        "Write each gap's reference and omitted token count into its marker (ref_marker / code_ref_marker), "
+        "so a reader can ask for the left-out text (CompressionResult.expand, an expand_context tool); "
+        "the markers' tokens count in the budget.",
+        False,
+    )
+    ref_marker: str = _help(
+        "Prose gap marker when gap_refs is on; {tokens} and {ref} are replaced by the omitted token "
+        "count and the reference.",
+        "[... {tokens} tokens, ref {ref}]",
+    )
+    code_ref_marker: str = _help(
+        "Code / line gap marker line when gap_refs is on (a comment keeps code plain); same placeholders.",
+        "# [... {tokens} tokens, ref {ref}]",
+    )
     scoring: ScoringConfig = _help("Draft scoring settings.", default_factory=ScoringConfig)
 
     def __post_init__(self) -> None:
@@ -163,9 +178,14 @@ class CompressionConfig(_ConfigMixin):
             raise ConfigError(f"lexical_boost must be a finite number >= 0, got {self.lexical_boost!r}")
         if not isinstance(self.scoring, ScoringConfig):
             raise ConfigError("scoring must be a ScoringConfig")
-        for name in ("gap_marker", "code_gap_marker"):
+        for name in ("gap_marker", "code_gap_marker", "ref_marker", "code_ref_marker"):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a str")
+        if not isinstance(self.gap_refs, bool):
+            raise ConfigError(f"gap_refs must be a bool, got {type(self.gap_refs).__name__}")
+        for name in ("ref_marker", "code_ref_marker"):
+            if self.gap_refs and "{ref}" not in getattr(self, name):
+                raise ConfigError(f"{name} must contain '{{ref}}' when gap_refs is on, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

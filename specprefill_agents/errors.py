@@ -19,6 +19,7 @@ __all__ = [
     "ScoringError",
     "ServiceUnavailableError",
     "ServiceRequestError",
+    "GapNotFoundError",
 ]
 
 
@@ -72,3 +73,7 @@ class ServiceUnavailableError(SpecPrefillError, ConnectionError):
 class ServiceRequestError(SpecPrefillError, ValueError):
     """The draft service rejected the request itself (bad token, too large, invalid fields): a 4xx
     answer other than 429.  The message carries the service's reason; fix the request or the token."""
+
+
+class GapNotFoundError(SpecPrefillError, LookupError):
+    """A gap reference is unknown here (mistyped, forged, or from another conversation)."""

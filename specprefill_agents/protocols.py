@@ -32,9 +32,11 @@ class Compressor(Protocol):
 
     def compress_segments(self, segments: Sequence[Segment], query: str | None = None, *,
                           keep_ratio: float | None = None, max_tokens: int | None = None,
-                          token_counter: Any = None) -> CompressionResult:
+                          token_counter: Any = None, gap_refs: bool | None = None) -> CompressionResult:
         """Compress the compressible segments for ``query``: same count and order out as in,
-        protected segments byte-identical, stats counted with ``token_counter`` when given."""
+        protected segments byte-identical, stats counted with ``token_counter`` when given;
+        ``result.gaps`` lists what was left out (integrations pass ``gap_refs`` only when asked
+        to make gaps expandable: markers then carry the references)."""
         ...
 
     def counter(self, token_counter: Any = None) -> tuple[TokenCounter, str]:

@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from .alignment import Unit, detect_kind, resolve_unit, split_units, unit_scores
+from .budget import approximate_tokens
 from .config import CompressionConfig
 from .errors import ConfigError, InputError
+from .gaps import GapMark, gap_marker, mark_gaps
 from .types import KeptSpan
 
-__all__ = ["Chunk", "SegmentPlan", "choose", "gap_separator", "plan_segment", "render"]
+__all__ = ["Chunk", "SegmentPlan", "choose", "gap_separator", "plan_segment", "render", "render_gaps"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +52,13 @@ class Chunk:
 
 @dataclass(frozen=True)
 class SegmentPlan:
-    """A segment's text, its kind and chunks that partition ``[0, len(text))`` in order."""
+    """A segment's text, its kind and chunks that partition ``[0, len(text))`` in order;
+    ``ref_seed`` (the segment's :func:`~specprefill_agents.gaps.gap_seed`) names its gaps."""
 
     text: str
     kind: Literal["prose", "code"]
     chunks: tuple[Chunk, ...]
+    ref_seed: str = ""
 
     def chunk_text(self, index: int) -> str:
         chunk = self.chunks[index]
@@ -62,10 +66,10 @@ class SegmentPlan:
 
 
 def gap_separator(kind: str, config: CompressionConfig) -> str:
-    """What replaces a removed gap: ``" [...] "`` for prose, ``"\\n# [...]\\n"`` for code."""
-    if kind == "code":
-        return f"\n{config.code_gap_marker}\n" if config.code_gap_marker else "\n"
-    return f" {config.gap_marker} " if config.gap_marker else " "
+    """What replaces a removed gap: ``" [...] "`` for prose, ``"\\n# [...]\\n"`` for code (with
+    ``config.gap_refs``, a reference marker filled with typical values: what the selection's cost
+    estimates use)."""
+    return gap_marker(kind, config)
 
 
 # --- planning ---------------------------------------------------------------------
@@ -210,20 +214,21 @@ def _kept_indices(kept: Sequence[int], n: int) -> list[int]:
 
 
 def render(
-    plan: SegmentPlan, kept: Sequence[int], config: CompressionConfig
+    plan: SegmentPlan, kept: Sequence[int], config: CompressionConfig, counter: Counter | None = None
 ) -> tuple[str, tuple[KeptSpan, ...]]:
     """Write the kept chunks of ``plan`` in original order, gaps joined by a marker.
 
     Adjacent kept chunks merge into one :class:`KeptSpan`.  A run followed by a gap
     loses its trailing whitespace; the gap becomes :func:`gap_separator` (``" [...] "``
-    for prose, ``"\\n# [...]\\n"`` for code), so ``output == separator.join(span texts)``.
-    All chunks kept → the input text unchanged; nothing kept → ``""``.
+    for prose, ``"\\n# [...]\\n"`` for code), so ``output == separator.join(span texts)``;
+    with ``config.gap_refs`` each marker carries its gap's reference and omitted tokens (counted
+    with ``counter``).  All chunks kept → the input text unchanged; nothing kept → ``""``.
     """
-    indices = _kept_indices(kept, len(plan.chunks))
-    if not indices:
-        return "", ()
-    if len(indices) == len(plan.chunks):
-        return plan.text, (KeptSpan(0, len(plan.text)),)
+    text, spans, _ = render_gaps(plan, kept, config, counter, marks=config.gap_refs)
+    return text, spans
+
+
+def _kept_spans(plan: SegmentPlan, indices: list[int]) -> tuple[KeptSpan, ...]:
     runs = _runs(indices)
     spans = []
     for r, (first, last) in enumerate(runs):
@@ -231,8 +236,27 @@ def render(
         if r < len(runs) - 1:
             end = start + len(plan.text[start:end].rstrip())
         spans.append(KeptSpan(start, end))
-    separator = gap_separator(plan.kind, config)
-    return separator.join(plan.text[s.start : s.end] for s in spans), tuple(spans)
+    return tuple(spans)
+
+
+def render_gaps(
+    plan: SegmentPlan, kept: Sequence[int], config: CompressionConfig, counter: Counter | None = None,
+    taken: Collection[str] = (), marks: bool = True,
+) -> tuple[str, tuple[KeptSpan, ...], tuple[GapMark, ...]]:
+    """:func:`render`, plus every gap left (references unique against ``taken``, omitted text
+    counted with ``counter``, characters / 4 without one); ``marks=False`` skips the gaps."""
+    indices = _kept_indices(kept, len(plan.chunks))
+    spans = _kept_spans(plan, indices) if len(indices) < len(plan.chunks) else (KeptSpan(0, len(plan.text)),)
+    spans = spans if indices else ()
+    gaps = tuple(mark_gaps(plan.text, plan.ref_seed, spans, counter or approximate_tokens, taken)) if marks else ()
+    if len(spans) <= 1:
+        return (plan.text[spans[0].start : spans[0].end] if spans else ""), spans, gaps
+    inner = iter(g for g in gaps if spans[0].start < g.end and g.start < spans[-1].end) if marks else None
+    out = [plan.text[spans[0].start : spans[0].end]]
+    for span in spans[1:]:
+        out.append(gap_marker(plan.kind, config, next(inner) if inner is not None else None))
+        out.append(plan.text[span.start : span.end])
+    return "".join(out), spans, gaps
 
 
 # --- selection --------------------------------------------------------------------
@@ -301,7 +325,7 @@ def _calibrated(costs: list[list[int]], whole: list[int]) -> list[list[float]]:
 
 
 def _rendered_cost(plan: SegmentPlan, kept: set[int], counter: Counter, config: CompressionConfig) -> int:
-    return counter(render(plan, sorted(kept), config)[0])
+    return counter(render(plan, sorted(kept), config, counter)[0])
 
 
 def _enforce(

@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any
 
 from .errors import InputError
-from .types import CompressionResult, CompressionStats, KeptSpan, Segment
+from .types import CompressionResult, CompressionStats, Gap, KeptSpan, Segment
 
 __all__ = ["result_to_dict", "result_from_dict", "segment_to_dict", "segment_from_dict"]
 
@@ -39,6 +39,8 @@ def result_to_dict(result: CompressionResult) -> dict[str, Any]:
         "segments": [segment_to_dict(s) for s in result.segments],
         "kept_spans": [[[span.start, span.end] for span in spans] for spans in result.kept_spans],
         "stats": dataclasses.asdict(result.stats),
+        "gaps": [[g.ref, g.segment, g.start, g.end, g.omitted_tokens] for g in result.gaps],
+        "originals": list(result.originals),
     }
 
 
@@ -52,11 +54,15 @@ def result_from_dict(data: dict[str, Any]) -> CompressionResult:
         if unknown:
             raise InputError(f"unknown stats field(s) {sorted(unknown)}")
         stats_data["timings"] = {str(k): float(v) for k, v in stats_data.get("timings", {}).items()}
+        stats_data["passthrough_reasons"] = {int(k): str(v) for k, v in
+                                             stats_data.get("passthrough_reasons", {}).items()}
         stats = CompressionStats(**stats_data)
+        gaps = tuple(Gap(str(r), int(i), int(a), int(b), int(t)) for r, i, a, b, t in data.get("gaps", ()))
+        originals = tuple(str(t) for t in data.get("originals", ()))
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, InputError):
             raise
         raise InputError(f"not a serialised CompressionResult: {type(exc).__name__}: {exc}") from exc
     if len(spans) != len(segments):
         raise InputError(f"{len(segments)} segments but {len(spans)} kept-span lists")
-    return CompressionResult(segments, spans, stats)
+    return CompressionResult(segments, spans, stats, gaps, originals)

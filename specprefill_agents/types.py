@@ -8,9 +8,12 @@ from typing import Literal
 
 import numpy as np
 
+from .errors import GapNotFoundError, InputError
+
 __all__ = [
     "Segment",
     "KeptSpan",
+    "Gap",
     "SegmentScores",
     "TokenScores",
     "TokenCounts",
@@ -49,6 +52,30 @@ class KeptSpan:
 
     start: int
     end: int
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Text a compression left out: characters ``[start, end)`` of segment ``segment``'s original.
+
+    ``ref`` is derived from the content (the segment's prefix-hash chain and the range), so the
+    same gap of the same conversation prefix has the same reference at every step and in every
+    process; ``omitted_tokens`` counts the left-out text with the result's counter.
+    """
+
+    ref: str
+    segment: int
+    start: int
+    end: int
+    omitted_tokens: int
+
+
+def normalize_ref(ref: object) -> str:
+    """``ref`` as stored: ``"ref 3F2A1"``, ``"3f2a1"`` and ``" 3f2a1 "`` all give ``"3f2a1"``."""
+    if not isinstance(ref, str):
+        raise InputError(f"a gap reference is a str such as '3f2a1', got {type(ref).__name__}")
+    text = ref.strip().lower()
+    return text[3:].strip(" :") if text.startswith("ref") else text
 
 
 @dataclass(frozen=True)
@@ -131,7 +158,8 @@ class CompressionResult:
     segments: tuple[Segment, ...]
     kept_spans: tuple[tuple[KeptSpan, ...], ...]
     stats: CompressionStats
-    originals: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    gaps: tuple[Gap, ...] = ()  # every left-out range, by segment then position
+    originals: tuple[str, ...] = field(default=(), repr=False, compare=False)  # the input texts (gaps index them)
     scores: TokenScores | None = field(default=None, repr=False, compare=False)
 
     def to_html(self, path: str | os.PathLike[str] | None = None, *, title: str | None = None) -> str:
@@ -157,3 +185,33 @@ class CompressionResult:
     @property
     def compressed_tokens(self) -> int:
         return self.stats.compressed_tokens
+
+    def gap(self, ref: str) -> Gap:
+        """The gap whose reference is ``ref`` (``"3f2a1"`` or ``"ref 3f2a1"``); :class:`GapNotFoundError`
+        if this result has none (a reference from another result never resolves here)."""
+        wanted = normalize_ref(ref)
+        for gap in self.gaps:
+            if gap.ref == wanted:
+                return gap
+        raise GapNotFoundError(
+            f"no gap has the reference {ref!r} in this result; use a reference listed in result.gaps "
+            f"(written in gap markers as 'ref 3f2a1' when CompressionConfig.gap_refs is on)")
+
+    def expand(self, ref: str, *, context: int = 0) -> str:
+        """The original text of gap ``ref``, exactly; ``context`` characters of the original on each
+        side widen it into the kept text around it."""
+        gap = self.gap(ref)
+        return self.original_range(gap.segment, gap.start - max(context, 0), gap.end + max(context, 0))
+
+    def around(self, segment: int, span: int, *, context: int = 200) -> str:
+        """The original text around kept span ``span`` of segment ``segment``, ``context``
+        characters wider on each side."""
+        kept = self.kept_spans[segment][span]
+        return self.original_range(segment, kept.start - max(context, 0), kept.end + max(context, 0))
+
+    def original_range(self, segment: int, start: int, end: int) -> str:
+        """Characters ``[start, end)`` of segment ``segment``'s original text (clipped to it)."""
+        if not 0 <= segment < len(self.originals):
+            raise InputError(f"segment must be in [0, {len(self.originals)}), got {segment}")
+        text = self.originals[segment]
+        return text[max(start, 0) : max(min(end, len(text)), 0)]

@@ -30,6 +30,12 @@ def test_python_snippets_run_with_the_embedded_draft() -> None:
         exec(compile(block, "README.md", "exec"), namespace)
     res = namespace["res"]
     assert res.compressed_tokens <= 400
+    # the expandable agent got cut text back in one tool call: exact lines of the original, by reference
+    expansion = namespace["state"]["messages"][-2]
+    assert expansion.name == "expand_context" and expansion.content.startswith("Cut text matching the query")
+    lines = [ln for ln in expansion.content.splitlines()[1:] if ln and not ln.startswith("[ref ")]
+    assert lines and all(ln in namespace["context"] for ln in lines)
+    assert any("placeholder" in ln for ln in lines) and namespace["middleware"].last_report.expanded_tokens > 0
 
 
 def test_main_job_command_runs_offline() -> None:

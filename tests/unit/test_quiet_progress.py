@@ -21,10 +21,6 @@ from specprefill_agents import threads as threads_mod
 from specprefill_agents.draft import clear_draft_cache
 from specprefill_agents.progress import MIN_WINDOWS
 
-from . import test_cli
-
-draft_dir = test_cli.draft_dir  # the fixture: a tiny draft saved to disk, shared with the CLI's tests
-
 PROSE = inspect.getdoc(textwrap.TextWrapper) or ""
 LONG = PROSE  # about 970 tiny-draft tokens: 8 windows of 128
 MANY_WINDOWS = CompressionConfig(scoring=ScoringConfig(window_tokens=128, lookahead=0))

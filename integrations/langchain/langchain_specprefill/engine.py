@@ -29,12 +29,14 @@ from langchain_core.runnables.config import run_in_executor
 from specprefill_agents import (
     APPROXIMATE,
     CompressionResult,
+    GapStore,
     OnFailure,
     ScoringError,
     Segment,
     TokenCounts,
     approximate_tokens,
     check_on_failure,
+    content_namespace,
     handle_failure,
 )
 
@@ -71,9 +73,18 @@ class CompressionReport(TokenCounts):
     scoring_seconds: float = 0.0
     seconds: float = 0.0
     failure: str | None = None
+    expanded_tokens: int = 0  # tokens of earlier expansion-tool outputs in these messages (kept as they are)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "saved_tokens": self.saved_tokens, "ratio": round(self.ratio, 4)}
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A finished group: its members' texts and its gaps (segment index, reference, start, end)."""
+
+    texts: tuple[str, ...]
+    gaps: tuple[tuple[int, str, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,12 +166,15 @@ class MessageCompressor:
             count with it.
         on_failure: ``"warn"`` (default), ``"passthrough"`` or ``"raise"``.
         memo_size: finished groups remembered (0 disables the memo).
+        gap_store: with a :class:`~specprefill_agents.GapStore`, gap markers carry references and
+            every gap's original text is filed under its segment's original text
+            (:func:`~specprefill_agents.content_namespace`), for an expansion tool to find.
     """
 
     def __init__(self, compressor: Any = None, *, policy: MessagePolicy | None = None,
                  keep_ratio: float | None = None, budget_tokens: int | None = None,
                  token_counter: Any = None, on_failure: OnFailure = "warn", memo_size: int = 256,
-                 name: str = "specprefill") -> None:
+                 name: str = "specprefill", gap_store: GapStore | None = None) -> None:
         check_budget(keep_ratio, budget_tokens)
         self.on_failure = check_on_failure(on_failure)
         self.compressor = resolve_compressor(compressor)
@@ -168,7 +182,8 @@ class MessageCompressor:
         self.keep_ratio, self.budget_tokens, self.name = keep_ratio, budget_tokens, name
         self._token_counter = token_counter
         self.counter = Counter(token_counter, self.compressor)
-        self._memo: LRUCache[str, tuple[str, ...]] | None = LRUCache(maxsize=memo_size) if memo_size > 0 else None
+        self.gap_store = gap_store
+        self._memo: LRUCache[str, _Done] | None = LRUCache(maxsize=memo_size) if memo_size > 0 else None
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- public
@@ -214,28 +229,43 @@ class MessageCompressor:
 
     def _key(self, segments: list[Segment], query: str | None) -> str:
         payload = json.dumps([[s.text, s.role, s.may_compress, s.kind] for s in segments] +
-                             [query, self.keep_ratio, self.budget_tokens], ensure_ascii=False)
+                             [query, self.keep_ratio, self.budget_tokens, self.gap_store is not None],
+                             ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
     def _group(self, plan: MessagePlan, group: _Group, tally: Tally) -> tuple[str, ...]:
         segments = self._call_segments(plan, group)
         key = self._key(segments, plan.query) if self._memo is not None else ""
+        done = None
         if self._memo is not None:
             with self._lock:
-                hit = self._memo.get(key)
-            if hit is not None:
-                tally.reused += 1
-                return hit
+                done = self._memo.get(key)
+            tally.reused += done is not None
+        if done is None:
+            done = self._run(segments, plan.query, group, tally)
+            if self._memo is not None:
+                with self._lock:
+                    self._memo[key] = done
+        self._file_gaps(segments, done.gaps)
+        return done.texts
+
+    def _run(self, segments: list[Segment], query: str | None, group: _Group, tally: Tally) -> _Done:
+        refs = {"gap_refs": True} if self.gap_store is not None else {}  # other compressors need not know it
         result = self.compressor.compress_segments(
-            segments, plan.query, keep_ratio=self.keep_ratio, max_tokens=self.budget_tokens,
-            token_counter=self._token_counter)
+            segments, query, keep_ratio=self.keep_ratio, max_tokens=self.budget_tokens,
+            token_counter=self._token_counter, **refs)
         check_result(result, segments, set(group.members))
-        out = tuple(result.segments[i].text for i in group.members)
         tally.add(result)
-        if self._memo is not None:
-            with self._lock:
-                self._memo[key] = out
-        return out
+        gaps = tuple((g.segment, g.ref, g.start, g.end) for g in getattr(result, "gaps", ()))
+        return _Done(tuple(result.segments[i].text for i in group.members), gaps)
+
+    def _file_gaps(self, segments: list[Segment], gaps: tuple[tuple[int, str, int, int], ...]) -> None:
+        """File each gap's original text under its segment's text (refreshes what a memo hit reuses)."""
+        if self.gap_store is None:
+            return
+        for index, ref, start, end in gaps:
+            text = segments[index].text
+            self.gap_store.put(content_namespace(text), ref, text[start:end])
 
     def _report(self, plan: MessagePlan, texts: list[str], before: list[BaseMessage], after: list[BaseMessage],
                 groups: int, tally: Tally, failure: str | None, start: float) -> CompressionReport:

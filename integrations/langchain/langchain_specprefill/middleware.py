@@ -7,6 +7,7 @@ compresses the same way at every later step, so provider prefix caches keep work
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -21,10 +22,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "langchain_specprefill.middleware needs langchain>=1.0: pip install 'langchain-specprefill[agents]'"
     ) from exc
 
-from specprefill_agents import OnFailure
+from specprefill_agents import ConfigError, GapStore, OnFailure
 
 from ._callbacks import aemit_in_context, emit_in_context
 from .engine import CompressionReport, MessageCompressor
+from .expand_tool import make_expand_tool, protect_expansions
 from .policy import MessagePolicy
 
 __all__ = ["SpecPrefillMiddleware", "SpecPrefillEdit"]
@@ -44,6 +46,13 @@ class SpecPrefillMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             None for the embedded draft (loaded at the first model call).
         policy, keep_ratio, budget_tokens, token_counter, on_failure, memo_size: see
             :class:`~langchain_specprefill.engine.MessageCompressor`.
+        expandable: gap markers carry references and the middleware registers the
+            ``expand_context`` tool, which returns cut text from the agent's state by reference
+            (optionally only the lines mentioning a search string) or by a lexical query over
+            everything cut; its outputs are never compressed.
+        expand_tokens: the most tokens one query to ``expand_context`` returns.
+        gap_store_chars: bound on the cut text kept for the tool (characters, least recently used
+            conversation text first out).
 
     Each model call emits the ``"specprefill_compression"`` custom event; ``last_report``
     holds the latest :class:`CompressionReport`.  Middleware listed before this one (outer
@@ -53,11 +62,20 @@ class SpecPrefillMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     def __init__(self, compressor: Any = None, *, policy: MessagePolicy | None = None,
                  keep_ratio: float | None = None, budget_tokens: int | None = None, token_counter: Any = None,
-                 on_failure: OnFailure = "warn", memo_size: int = 256) -> None:
+                 on_failure: OnFailure = "warn", memo_size: int = 256, expandable: bool = False,
+                 expand_tokens: int = 512, gap_store_chars: int = 4_000_000) -> None:
         super().__init__()
+        if not isinstance(expandable, bool):
+            raise ConfigError(f"expandable must be a bool, got {type(expandable).__name__}")
+        if isinstance(expand_tokens, bool) or not isinstance(expand_tokens, int) or expand_tokens < 1:
+            raise ConfigError(f"expand_tokens must be an int >= 1, got {expand_tokens!r}")
+        store = GapStore(gap_store_chars) if expandable else None
+        self.gap_store = store
         self.engine = MessageCompressor(compressor, policy=policy, keep_ratio=keep_ratio,
                                         budget_tokens=budget_tokens, token_counter=token_counter,
-                                        on_failure=on_failure, memo_size=memo_size, name=type(self).__name__)
+                                        on_failure=on_failure, memo_size=memo_size, name=type(self).__name__,
+                                        gap_store=store)
+        self.tools = [make_expand_tool(self.engine, store, expand_tokens)] if store is not None else []
         self.last_report: CompressionReport | None = None
 
     @staticmethod
@@ -69,15 +87,33 @@ class SpecPrefillMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         offset = 1 if request.system_message is not None else 0
         return request.override(messages=cast("list[AnyMessage]", compressed[offset:]))
 
+    def _protected(self, prompt: list[BaseMessage]) -> tuple[list[BaseMessage], list[int]]:
+        """``prompt`` with the expansion tool's outputs protected (when expandable)."""
+        return protect_expansions(prompt, self.engine.policy) if self.gap_store is not None else (prompt, [])
+
+    def _restored(self, prompt: list[BaseMessage], compressed: list[BaseMessage], report: CompressionReport,
+                  expansions: list[int]) -> tuple[list[BaseMessage], CompressionReport]:
+        """The expansion outputs as they were (not the protected copies), their tokens in the report."""
+        for i in expansions:
+            compressed[i] = prompt[i]
+        if expansions:
+            counts, _ = self.engine.counter.count_all([prompt[i].text for i in expansions])
+            report = dataclasses.replace(report, expanded_tokens=sum(counts))
+        return compressed, report
+
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
-        compressed, report = self.engine.compress(self._prompt(request))
+        prompt = self._prompt(request)
+        marked, expansions = self._protected(prompt)
+        compressed, report = self._restored(prompt, *self.engine.compress(marked), expansions)
         self.last_report = report
         emit_in_context(report, type(self).__name__)
         return handler(self._request(request, compressed))
 
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
-        compressed, report = await self.engine.acompress(self._prompt(request))
+        prompt = self._prompt(request)
+        marked, expansions = self._protected(prompt)
+        compressed, report = self._restored(prompt, *await self.engine.acompress(marked), expansions)
         self.last_report = report
         await aemit_in_context(report, type(self).__name__)
         return await handler(self._request(request, compressed))
