@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 import textwrap
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from specprefill_agents import SpecPrefillCompressor
+from specprefill_agents.testing import kept_in_order
 
 from langchain_specprefill import MessageCompressor, MessagePolicy
 
 from .conftest import FAST
 
 SOURCE = inspect.getsource(textwrap)
-_GAP = re.compile(r" \[\.\.\.\] |\n# \[\.\.\.\]\n")
 IMAGE = {"type": "image", "url": "https://example.com/plot.png"}
 THINKING = {"type": "thinking", "thinking": SOURCE[:400], "signature": "sig"}
 
@@ -71,16 +70,6 @@ def conversations(draw: st.DrawFn) -> list[BaseMessage]:
     return messages
 
 
-def _kept_in_order(new: str, old: str) -> bool:
-    pos = 0
-    for piece in _GAP.split(new):
-        found = old.find(piece, pos)
-        if found < 0:
-            return False
-        pos = found + len(piece)
-    return True
-
-
 def _check_json(new: object, old: object) -> None:
     assert type(new) is type(old)
     if isinstance(old, dict):
@@ -92,7 +81,7 @@ def _check_json(new: object, old: object) -> None:
         for a, b in zip(new, old):
             _check_json(a, b)
     elif isinstance(old, str):
-        assert new == old or _kept_in_order(new, old)
+        assert new == old or kept_in_order(new, old)
     else:
         assert new == old
 
@@ -107,7 +96,7 @@ def _check_text(new: str, old: str) -> None:
     if isinstance(parsed, (dict, list)):
         _check_json(json.loads(new), parsed)
     else:
-        assert _kept_in_order(new, old)
+        assert kept_in_order(new, old)
 
 
 def _check_invariants(out: list[BaseMessage], msgs: list[BaseMessage]) -> None:
