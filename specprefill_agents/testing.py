@@ -11,6 +11,8 @@ nothing touches the network, and results are deterministic for a seed.
 * :func:`tiny_draft` wraps a randomly initialised model of that config and the tiny
   tokenizer in a :class:`~specprefill_agents.draft.DraftModel`, ready to pass to
   :class:`~specprefill_agents.SpecPrefillCompressor`.
+* :func:`failing_draft` is a tiny draft whose forward pass raises (failure injection).
+* :func:`kept_in_order` checks that a compressed text is kept spans of the original, in order.
 
 The models are random: their scores are not meaningful, only well-formed.  Tests that
 need a draft that understands text use the real embedded draft instead.
@@ -42,7 +44,7 @@ from .draft import DraftModel
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-__all__ = ["ARCHS", "GAP_MARKERS", "kept_in_order", "tiny_config", "tiny_draft", "tiny_tokenizer"]
+__all__ = ["ARCHS", "GAP_MARKERS", "failing_draft", "kept_in_order", "tiny_config", "tiny_draft", "tiny_tokenizer"]
 
 ARCHS = ("llama", "qwen2", "gemma3")
 """The architectures :func:`tiny_config` and :func:`tiny_draft` build."""
@@ -104,8 +106,12 @@ def tiny_config(arch: str, vocab: int, max_pos: int = 512) -> PretrainedConfig:
     if arch == "gemma3":
         from transformers import Gemma3TextConfig
 
-        return Gemma3TextConfig(**common, head_dim=16, sliding_window=64,
-                                layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+        return Gemma3TextConfig(
+            **common,
+            head_dim=16,
+            sliding_window=64,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        )
     raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {ARCHS}")
 
 
@@ -122,6 +128,20 @@ def tiny_draft(arch: str = "llama", max_pos: int = 512, seed: int = 0) -> DraftM
     cfg = tiny_config(arch, len(tok), max_pos)
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa").eval()
     return DraftModel.from_loaded(model, tok, name=f"tiny-{arch}-{max_pos}-{seed}")
+
+
+def failing_draft(message: str = "CUDA out of memory (injected)") -> DraftModel:
+    """A tiny Llama draft whose forward pass raises ``RuntimeError(message)``, like an out-of-memory error."""
+    from transformers import AutoModelForCausalLM
+
+    tok = tiny_tokenizer()
+    model = AutoModelForCausalLM.from_config(tiny_config("llama", len(tok), 4096), attn_implementation="sdpa")
+
+    def boom(module: torch.nn.Module, args: object) -> None:
+        raise RuntimeError(message)
+
+    model.register_forward_pre_hook(boom)
+    return DraftModel.from_loaded(model.eval(), tok, name="broken")
 
 
 #: The default gap markers as they appear between kept spans (prose, code).

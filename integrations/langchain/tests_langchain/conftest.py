@@ -14,7 +14,7 @@ from specprefill_agents import (
     ScoringConfig,
     SpecPrefillCompressor,
 )
-from specprefill_agents.testing import tiny_config, tiny_draft, tiny_tokenizer
+from specprefill_agents.testing import failing_draft, tiny_draft
 
 FAST = CompressionConfig(keep_ratio=0.3, min_tokens=32, scoring=ScoringConfig(lookahead=2))
 
@@ -33,17 +33,7 @@ def compressor(draft: DraftModel) -> SpecPrefillCompressor:
 
 def broken_draft() -> DraftModel:
     """A draft whose forward pass raises, like an out-of-memory error would."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    tok = tiny_tokenizer()
-    model = AutoModelForCausalLM.from_config(tiny_config("llama", len(tok), 4096), attn_implementation="sdpa")
-
-    def boom(module: torch.nn.Module, args: object) -> None:
-        raise RuntimeError("CUDA out of memory (injected)")
-
-    model.register_forward_pre_hook(boom)
-    return DraftModel.from_loaded(model.eval(), tok, name="broken")
+    return failing_draft()
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ import json
 import pytest
 from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
 from specprefill_agents import ConfigError
+from specprefill_agents.json_values import split_json, write_value
 
 from langchain_specprefill import MessagePolicy
-from langchain_specprefill._json import split_json, write_value
 from langchain_specprefill.policy import apply_plan, plan_messages
 
 LONG = "The quick brown fox jumps over the lazy dog. " * 60  # ~2,700 characters
@@ -20,9 +20,14 @@ def _compressible(plan) -> list[str]:
 
 
 def test_defaults_compress_tool_output_and_long_context_only() -> None:
-    msgs = [SystemMessage(LONG), HumanMessage("Context:\n" + LONG), HumanMessage("short older turn"),
-            AIMessage(LONG, tool_calls=[{"name": "read", "args": {"path": "a.py"}, "id": "c1"}]),
-            ToolMessage(LONG, tool_call_id="c1"), HumanMessage(LONG)]
+    msgs = [
+        SystemMessage(LONG),
+        HumanMessage("Context:\n" + LONG),
+        HumanMessage("short older turn"),
+        AIMessage(LONG, tool_calls=[{"name": "read", "args": {"path": "a.py"}, "id": "c1"}]),
+        ToolMessage(LONG, tool_call_id="c1"),
+        HumanMessage(LONG),
+    ]
     plan = plan_messages(msgs, MessagePolicy())
     owners = {plan.segment_message[i] for i, s in enumerate(plan.segments) if s.may_compress}
     assert owners == {1, 4}  # long older human context, tool output; not system/AI/latest human
@@ -50,8 +55,14 @@ def test_blocks_keep_structure_and_only_text_is_eligible() -> None:
     thinking = {"type": "thinking", "thinking": LONG}
     reasoning = {"type": "reasoning", "reasoning": LONG}
     cited = {"type": "text", "text": LONG, "annotations": [{"start": 0, "end": 5}]}
-    content = [{"type": "text", "text": LONG, "cache_control": {"type": "ephemeral"}}, image, thinking,
-               reasoning, cited, "plain " + LONG]
+    content = [
+        {"type": "text", "text": LONG, "cache_control": {"type": "ephemeral"}},
+        image,
+        thinking,
+        reasoning,
+        cited,
+        "plain " + LONG,
+    ]
     msgs = [HumanMessage("q0"), ToolMessage(content, tool_call_id="c1"), HumanMessage("q")]
     plan = plan_messages(msgs, MessagePolicy())
     assert _compressible(plan) == [LONG, "plain " + LONG]
@@ -118,8 +129,11 @@ def test_write_value_keeps_ascii_escaping() -> None:
 
 
 def test_query_falls_back_to_the_tail() -> None:
-    msgs = [SystemMessage("sys"), AIMessage("", tool_calls=[{"name": "t", "args": {}, "id": "1"}]),
-            ToolMessage("x" * 50 + "TAIL", tool_call_id="1")]
+    msgs = [
+        SystemMessage("sys"),
+        AIMessage("", tool_calls=[{"name": "t", "args": {}, "id": "1"}]),
+        ToolMessage("x" * 50 + "TAIL", tool_call_id="1"),
+    ]
     assert plan_messages(msgs, MessagePolicy(query_tail_chars=10)).query == "xxxxxxTAIL"
     image_only = [HumanMessage("older question"), HumanMessage([{"type": "image", "url": "u"}])]
     assert plan_messages(image_only, MessagePolicy()).query == "older question"
@@ -127,24 +141,31 @@ def test_query_falls_back_to_the_tail() -> None:
 
 
 def test_chat_message_roles() -> None:
-    msgs = [ChatMessage(role="developer", content=LONG), ChatMessage(role="tool", content=LONG),
-            ChatMessage(role="user", content="q")]
+    msgs = [
+        ChatMessage(role="developer", content=LONG),
+        ChatMessage(role="tool", content=LONG),
+        ChatMessage(role="user", content="q"),
+    ]
     plan = plan_messages(msgs, MessagePolicy())
     assert [plan.segment_message[i] for i, s in enumerate(plan.segments) if s.may_compress] == [1]
     assert plan.query == "q"
 
 
 def test_plan_is_deterministic_and_prefix_stable() -> None:
-    msgs = [HumanMessage("q"), AIMessage("", tool_calls=[{"name": "t", "args": {}, "id": "1"}]),
-            ToolMessage(LONG, tool_call_id="1")]
+    msgs = [
+        HumanMessage("q"),
+        AIMessage("", tool_calls=[{"name": "t", "args": {}, "id": "1"}]),
+        ToolMessage(LONG, tool_call_id="1"),
+    ]
     a, b = plan_messages(msgs, MessagePolicy()), plan_messages(list(msgs), MessagePolicy())
     assert a == b
     longer = plan_messages([*msgs, AIMessage("next"), ToolMessage(LONG, tool_call_id="2")], MessagePolicy())
     assert longer.segments[: len(a.segments)] == a.segments
 
 
-@pytest.mark.parametrize("bad", [{"context_min_chars": 0}, {"json_mode": "yaml"}, {"marker_key": ""},
-                                 {"query_tail_chars": True}])
+@pytest.mark.parametrize(
+    "bad", [{"context_min_chars": 0}, {"json_mode": "yaml"}, {"marker_key": ""}, {"query_tail_chars": True}]
+)
 def test_bad_policy_raises_config_error(bad: dict) -> None:
     with pytest.raises(ConfigError):
         MessagePolicy(**bad)

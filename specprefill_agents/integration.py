@@ -1,4 +1,4 @@
-"""What the integration needs from a compressor: resolution, identity, token counting.
+"""What every integration needs from a compressor: resolution, identity, token counting.
 
 A compressor implements the core's :class:`~specprefill_agents.Compressor` protocol: the
 in-process :class:`~specprefill_agents.SpecPrefillCompressor`, a user's own, or a client of
@@ -14,18 +14,11 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from specprefill_agents import (
-    APPROXIMATE,
-    ConfigError,
-    DraftConfig,
-    DraftModel,
-    SpecPrefillCompressor,
-    TokenCounter,
-    approximate_tokens,
-    count_or_approximate,
-    countable,
-    make_counter,
-)
+from .budget import APPROXIMATE, TokenCounter, approximate_tokens, count_or_approximate, countable, make_counter
+from .compressor import SpecPrefillCompressor
+from .config import DraftConfig
+from .draft import DraftModel
+from .errors import ConfigError
 
 __all__ = ["resolve_compressor", "compressor_identity", "check_budget", "Counter"]
 
@@ -82,7 +75,7 @@ def check_budget(keep_ratio: Any, budget_tokens: Any) -> None:
 
 
 class Counter:
-    """Counts tokens for the integration's stats, with a small cache of recent texts.
+    """Counts tokens for an integration's stats, with a small cache of recent texts.
 
     The caller's counter when given (the target's tokenizer), else the one the compressor
     counts with (:meth:`~specprefill_agents.Compressor.counter`: its draft's tokenizer), else an

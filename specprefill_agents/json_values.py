@@ -1,4 +1,4 @@
-"""JSON tool outputs: compress long string values, keep the skeleton byte-identical.
+"""JSON texts (tool outputs): compress long string values, keep the skeleton byte-identical.
 
 A JSON text is cut into *pieces*: raw skeleton text (keys, punctuation, numbers, short
 strings) and the literals of long string values.  Only values are compressed; each is
