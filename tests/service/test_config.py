@@ -77,7 +77,7 @@ def test_serve_refuses_an_open_host_without_a_token(
 
 
 def test_specprefill_url_switches_the_integrations_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    from langchain_specprefill._core import resolve_compressor
+    from specprefill_agents.integration import resolve_compressor
 
     from specprefill_agents import SpecPrefillCompressor
 
