@@ -43,13 +43,14 @@ class _StoredScorer:
                            [(s.role, s.text, s.kind) for s in segments], asked_query(segments, query)])
         return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
-    def score(self, segments: Sequence[Segment], query: str | None) -> TokenScores:
+    def score(self, segments: Sequence[Segment], query: str | None,
+              max_input_tokens: int | None = None) -> TokenScores:
         path = self.root / f"{self.key(segments, query)}.npz"
         with self._lock:
             if path.exists():
                 return self._load(path)
             t0 = time.perf_counter()
-            result = self.inner.score(segments, query)
+            result = self.inner.score(segments, query, max_input_tokens)
             self.last_seconds = time.perf_counter() - t0
             self._save(path, result, self.last_seconds)
             return result

@@ -11,6 +11,7 @@ import argparse
 import time
 from typing import Any
 
+from specprefill_agents import asked_query
 from specprefill_agents.service.engine import Engine
 from specprefill_agents.service.server import configure_logging, serve
 from specprefill_agents.service.settings import ServiceSettings
@@ -27,7 +28,8 @@ class SlowEngine(Engine):
         self.slow = slow
 
     def compress(self, segments: Any, query: str | None, overrides: dict[str, Any]) -> Any:
-        if query is not None and query.startswith("slow"):
+        asked = asked_query(segments, query)  # the explicit query, else the latest user turn
+        if asked is not None and asked.startswith("slow"):
             time.sleep(self.slow)
         return super().compress(segments, query, overrides)
 
