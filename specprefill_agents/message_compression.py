@@ -22,6 +22,7 @@ import hashlib
 import json
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -156,7 +157,7 @@ def _groups(plan: MessagePlan) -> list[_Group]:
     return out
 
 
-class BaseMessageCompressor(Generic[M]):
+class BaseMessageCompressor(ABC, Generic[M]):
     """Compress the compressible parts of message lists with any compressor.
 
     Subclasses translate their framework's messages: :meth:`_plan` (messages to a plan,
@@ -204,11 +205,13 @@ class BaseMessageCompressor(Generic[M]):
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- translation (subclasses)
+    @abstractmethod
     def _plan(self, messages: list[M]) -> MessagePlan:
-        raise NotImplementedError
+        """The plan of ``messages``: segments, their messages and parts, the query."""
 
+    @abstractmethod
     def _apply(self, messages: list[M], plan: MessagePlan, texts: list[str]) -> list[M]:
-        raise NotImplementedError
+        """Copies of ``messages`` holding ``texts`` (one per plan segment), mapped back by index."""
 
     def _fallback_text(self, message: M) -> str:
         return str(message)

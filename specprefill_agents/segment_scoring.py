@@ -51,6 +51,7 @@ class SegmentScorer:
 
     def __init__(self, scorer: DraftScorer, cache: CacheConfig | None = None) -> None:
         self.scorer = scorer
+        self._default_limit: int | None = None
         self.cache_config = cache or CacheConfig()
         cfg = self.cache_config
         self.results = ScoreCache(cfg.score_cache_entries)
@@ -100,9 +101,13 @@ class SegmentScorer:
                            fresh.lookahead_tokens, fresh.timings, draft_tokens_reused=fresh.draft_tokens_reused)
 
     def input_limit(self, max_input_tokens: int | None) -> int:
-        """``max_input_tokens``, or the default for this draft on its device."""
-        draft = self.scorer.draft
-        return max_input_tokens or default_input_limit(draft.model, draft.device)
+        """``max_input_tokens``, or the default for this draft on its device (computed once)."""
+        if max_input_tokens:
+            return max_input_tokens
+        if self._default_limit is None:
+            draft = self.scorer.draft
+            self._default_limit = default_input_limit(draft.model, draft.device)
+        return self._default_limit
 
     def _score_fresh(self, segments: Sequence[Segment], query: str | None,
                      max_input_tokens: int | None = None) -> TokenScores:

@@ -87,9 +87,10 @@ class RemoteCompressor:
         keep_ratio: float | None = None,
         max_tokens: int | None = None,
         token_counter: Any = None,
+        gap_refs: bool | None = None,
     ) -> CompressionResult:
         """Compress on the service (same arguments and result as the in-process compressor)."""
-        body = self._body(segments, query, keep_ratio, max_tokens, token_counter)
+        body = self._body(segments, query, keep_ratio, max_tokens, token_counter, gap_refs)
         for attempt in range(self.retries + 1):
             try:
                 answer: httpx.Response | httpx.HTTPError = self._sync().post("/v1/compress", content=body)
@@ -109,9 +110,10 @@ class RemoteCompressor:
         keep_ratio: float | None = None,
         max_tokens: int | None = None,
         token_counter: Any = None,
+        gap_refs: bool | None = None,
     ) -> CompressionResult:
         """The async twin of :meth:`compress_segments` (same rules, same result)."""
-        body = self._body(segments, query, keep_ratio, max_tokens, token_counter)
+        body = self._body(segments, query, keep_ratio, max_tokens, token_counter, gap_refs)
         for attempt in range(self.retries + 1):
             try:
                 answer: httpx.Response | httpx.HTTPError = await self._aclient().post("/v1/compress", content=body)
@@ -202,6 +204,7 @@ class RemoteCompressor:
         keep_ratio: float | None,
         max_tokens: int | None,
         token_counter: Any,
+        gap_refs: bool | None = None,
     ) -> bytes:
         segs = _validate_segments(segments)
         if query is not None and not isinstance(query, str):
@@ -216,7 +219,8 @@ class RemoteCompressor:
             )
         config = {
             **self.config,
-            **{k: v for k, v in (("keep_ratio", keep_ratio), ("max_tokens", max_tokens)) if v is not None},
+            **{k: v for k, v in (("keep_ratio", keep_ratio), ("max_tokens", max_tokens), ("gap_refs", gap_refs))
+               if v is not None},
         }
         payload = {
             "version": "v1",

@@ -20,9 +20,9 @@ from ..config import CacheConfig, CompressionConfig, DraftConfig
 from ..draft import DraftModel, load_draft
 from ..types import CompressionResult, Segment
 
-__all__ = ["Engine", "BUDGET_FIELDS", "CONFIG_FIELDS", "SCORING_FIELDS"]
+__all__ = ["Engine", "CALL_FIELDS", "CONFIG_FIELDS", "SCORING_FIELDS"]
 
-BUDGET_FIELDS = ("keep_ratio", "max_tokens")  # passed per call: no compressor of their own
+CALL_FIELDS = ("keep_ratio", "max_tokens", "gap_refs")  # passed per call: no compressor of their own
 CONFIG_FIELDS = (
     "min_tokens",
     "unit",
@@ -98,8 +98,8 @@ class Engine:
 
     def compress(self, segments: list[Segment], query: str | None, overrides: dict[str, Any]) -> CompressionResult:
         """Compress on the shared draft; errors raise (the service reports them, the client decides)."""
-        budget = {k: overrides[k] for k in BUDGET_FIELDS if overrides.get(k) is not None}
-        return self.compressor(overrides).compress_segments(segments, query, **budget)
+        per_call = {k: overrides[k] for k in CALL_FIELDS if overrides.get(k) is not None}
+        return self.compressor(overrides).compress_segments(segments, query, **per_call)
 
     def cache_bytes(self) -> int:
         return self.kv_cache.nbytes if self.kv_cache is not None else 0

@@ -42,7 +42,8 @@ class Overrides(BaseModel):
     """Per-request changes to the service's default :class:`~specprefill_agents.CompressionConfig`.
 
     ``keep_ratio`` / ``max_tokens`` act as in ``compress_segments``: each replaces the same
-    setting, and with both set the smaller budget wins.
+    setting, and with both set the smaller budget wins; ``gap_refs`` makes the gap markers
+    carry their references (the result lists the gaps either way).
     """
 
     model_config = _STRICT
@@ -57,6 +58,7 @@ class Overrides(BaseModel):
     lexical_boost: float | None = Field(default=None, ge=0.0)
     lexical_feedback: int | None = Field(default=None, ge=0)
     lookahead: int | None = Field(default=None, ge=0, le=256)
+    gap_refs: bool | None = None
 
 
 class CompressRequest(BaseModel):

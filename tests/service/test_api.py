@@ -59,6 +59,19 @@ def test_round_trip_equals_the_in_process_compressor(client: RemoteCompressor) -
         assert remote.segments[0].text == segs[0].text and remote.segments[1].text != segs[1].text
 
 
+def test_gap_references_travel_and_expand_like_in_process(client: RemoteCompressor) -> None:
+    local = SpecPrefillCompressor(tiny_draft("llama", max_pos=2048), SERVICE_CONFIG, on_failure="raise")
+    segs = _segments(6000)
+    remote = client.compress_segments(segs, keep_ratio=0.15, gap_refs=True)
+    here = local.compress_segments(segs, keep_ratio=0.15, gap_refs=True)
+    _same(remote, here)
+    assert remote.gaps == here.gaps and remote.originals == here.originals
+    assert remote.gaps and all(f"ref {g.ref}" in remote.segments[g.segment].text for g in remote.gaps
+                               if g.start > 0 and g.end < len(segs[g.segment].text))
+    gap = remote.gaps[0]
+    assert remote.expand(gap.ref) == segs[gap.segment].text[gap.start : gap.end]
+
+
 def test_async_client_returns_the_same_result(client: RemoteCompressor) -> None:
     segs = _segments(9000)
 
