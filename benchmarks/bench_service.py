@@ -3,15 +3,19 @@
 Each of ``--clients`` threads plays an agent loop with its own ``RemoteCompressor``: every
 step sends a shared prefix (a system prompt and a reference document every agent has) plus
 its own growing tool outputs (slices of real standard-library sources) and a new question.
-Two servers run one after the other on the same workload, ``--batching`` on (one worker,
-micro-batches) and off (one thread per request, ``--max-batch`` threads).  The run is bounded:
-``--steps`` requests per client and ``--max-seconds`` per mode, whichever ends first.
+Servers run one after the other on the same workload, one per mode (``--modes``):
 
-Reported per mode: requests sent / answered / failed / lost (sent, never answered), p50 and
-p99 latency, throughput, mean worker batch size, draft tokens forwarded and reused (the
-shared KV cache); the on/off ratios; and peak memory (RSS) of the server, of one client
-process, and of one in-process compressor (what each of N agents would hold without the
-service).
+* ``shared``: batching on (one worker takes micro-batches) and the requests of a round run side
+  by side with their query blocks and lookahead decode steps in shared draft forwards;
+* ``rounds``: batching on, a round's requests one after another (no forward shared);
+* ``off``: one thread per request (``--max-batch`` threads), each request's forwards its own.
+
+The run is bounded: ``--steps`` requests per client and ``--max-seconds`` per mode, whichever
+ends first.  Reported per mode: requests sent / answered / failed / lost (sent, never answered),
+p50 and p99 latency, throughput, mean worker round size and mean requests per shared forward,
+draft tokens forwarded and reused (the shared KV cache); the ratios of ``shared`` to the other
+modes; and peak memory (RSS) of the server, of one client process, and of one in-process
+compressor (what each of N agents would hold without the service).
 
     python -m benchmarks.bench_service [--draft tiny|embedded] [--clients 4] [--steps 4]
 """
@@ -115,7 +119,8 @@ def serve_main(args: argparse.Namespace) -> None:
     configure_logging()
     settings = ServiceSettings(
         port=args.port,
-        batching=args.batching == "on",
+        batching=args.batching != "off",
+        shared_forwards=args.batching == "shared",
         max_batch=args.max_batch,
         queue_size=args.queue_size,
         deadline_s=600.0,
@@ -219,11 +224,11 @@ def _agent(url: str, requests: list[dict[str, Any]], end: float, record: list[di
             entry.update(answered=True, ok=False, error=f"{type(exc).__name__}: {exc}"[:200])
 
 
-def _batch_mean(url: str) -> float:
+def _histogram_mean(url: str, name: str) -> float:
     text = httpx.get(url + "/metrics").text
-    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("specprefill_batch_size_"))
-    count = float(values.get("specprefill_batch_size_count", 0))
-    return float(values.get("specprefill_batch_size_sum", 0)) / count if count else 0.0
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(f"{name}_"))
+    count = float(values.get(f"{name}_count", 0))
+    return float(values.get(f"{name}_sum", 0)) / count if count else 0.0
 
 
 def run_mode(args: argparse.Namespace, batching: str, out_dir: Path) -> dict[str, Any]:
@@ -255,13 +260,14 @@ def run_mode(args: argparse.Namespace, batching: str, out_dir: Path) -> dict[str
             "throughput_rps": round(len(ok) / wall, 3) if wall else 0.0,
             "p50_s": round(statistics.median(lat), 3) if lat else None,
             "p99_s": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 3) if lat else None,
-            "mean_batch": round(_batch_mean(url), 2),
+            "mean_batch": round(_histogram_mean(url, "specprefill_batch_size"), 2),
+            "mean_rows_per_shared_forward": round(_histogram_mean(url, "specprefill_shared_forward_rows"), 2),
             "draft_tokens_forwarded": sum(e["forwarded"] for e in ok),
             "draft_tokens_reused": sum(e["reused"] for e in ok),
             "tokens_in": sum(e["tokens_in"] for e in ok),
             "errors": sorted({e["error"] for e in flat if "error" in e})[:5],
         }
-        if batching == "on":
+        if batching == "shared":
             summary["client_peak_rss_mib"] = round(_child(args, "--client", "--url", url)["peak_rss_mib"], 1)
         summary["server_peak_rss_mib"] = round(_peak_rss_mib(proc.pid), 1)
         return summary
@@ -290,11 +296,15 @@ def _child(args: argparse.Namespace, *extra: str) -> dict[str, Any]:
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = Path(tempfile.mkdtemp(prefix="bench_service_"))  # server logs
     load_before = os.getloadavg()
-    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
-    for _ in range(args.rounds):  # alternate, so a change in the machine's load hits both modes
-        for mode in args.order.split(","):
+    modes = args.modes.split(",")
+    if "shared" not in modes or not set(modes) <= set(MODES):
+        raise SystemExit(f"--modes: a comma list of {', '.join(MODES)} that includes shared")
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    for _ in range(args.rounds):  # alternate, so a change in the machine's load hits every mode
+        for mode in modes:
             runs[mode].append(run_mode(args, mode, out_dir))
-    on, off = (min(runs[m], key=lambda r: r["wall_s"]) for m in ("on", "off"))  # each mode's best round
+    best = {m: min(runs[m], key=lambda r: r["wall_s"]) for m in modes}  # each mode's best round
+    shared = best["shared"]
     inproc = _child(args, "--inprocess")["peak_rss_mib"]
     return {
         "machine": {
@@ -304,7 +314,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         },
         "rounds": args.rounds,
-        "order": args.order,
+        "modes": modes,
         "torch_threads": args.threads,
         "draft": args.draft,
         "clients": args.clients,
@@ -312,27 +322,42 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "chars_per_output": args.chars,
         "max_batch": args.max_batch,
         "queue_size": args.queue_size,
-        "on": on,
-        "off": off,
-        "ratios_on_over_off": {
-            "throughput": round(on["throughput_rps"] / off["throughput_rps"], 3) if off["throughput_rps"] else None,
-            "p50": round(on["p50_s"] / off["p50_s"], 3) if on["p50_s"] and off["p50_s"] else None,
-            "p99": round(on["p99_s"] / off["p99_s"], 3) if on["p99_s"] and off["p99_s"] else None,
-        },
+        "results": best,
+        "ratios_of_shared": {m: _ratios(shared, best[m]) for m in modes if m != "shared"},
         "memory_mib": {
-            "server": on["server_peak_rss_mib"],
-            "one_client_process": on["client_peak_rss_mib"],
+            "server": shared["server_peak_rss_mib"],
+            "one_client_process": shared["client_peak_rss_mib"],
             "one_inprocess_compressor": round(inproc, 1),
             f"{args.clients}_agents_with_service": round(
-                on["server_peak_rss_mib"] + args.clients * on["client_peak_rss_mib"], 1
+                shared["server_peak_rss_mib"] + args.clients * shared["client_peak_rss_mib"], 1
             ),
             f"{args.clients}_agents_inprocess": round(args.clients * inproc, 1),
         },
     }
 
 
+MODES = ("shared", "rounds", "off")
+MODE_NOTES = {
+    "shared": "batching on: one worker takes up to max_batch queued requests per round, computes identical "
+    "requests once and runs the distinct ones side by side (a prefix two of them share computed once), "
+    "their query blocks and lookahead decode steps as the rows of shared draft forwards",
+    "rounds": "batching on, no shared forward: the same rounds, their requests one after another "
+    "(shared prefixes adjacent)",
+    "off": "one thread per request on the shared compressor, each request's forwards its own",
+}
+
+
+def _ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float | None]:
+    return {
+        "throughput": round(a["throughput_rps"] / b["throughput_rps"], 3) if b["throughput_rps"] else None,
+        "p50": round(a["p50_s"] / b["p50_s"], 3) if a["p50_s"] and b["p50_s"] else None,
+        "p99": round(a["p99_s"] / b["p99_s"], 3) if a["p99_s"] and b["p99_s"] else None,
+    }
+
+
 def _markdown(r: dict[str, Any]) -> str:
-    rows = ["| | batching on | batching off |", "|---|---|---|"]
+    modes = r["modes"]
+    rows = ["| | " + " | ".join(modes) + " |", "|---" * (len(modes) + 1) + "|"]
     for key in (
         "sent",
         "ok",
@@ -343,13 +368,16 @@ def _markdown(r: dict[str, Any]) -> str:
         "p50_s",
         "p99_s",
         "mean_batch",
+        "mean_rows_per_shared_forward",
         "draft_tokens_forwarded",
         "draft_tokens_reused",
         "server_peak_rss_mib",
     ):
-        rows.append(f"| {key} | {r['on'][key]} | {r['off'][key]} |")
+        rows.append(f"| {key} | " + " | ".join(str(r["results"][m][key]) for m in modes) + " |")
     mem = "\n".join(f"| {k} | {v} |" for k, v in r["memory_mib"].items())
-    ratios = ", ".join(f"{k} {v}" for k, v in r["ratios_on_over_off"].items())
+    ratios = "; ".join(f"over {m}: " + ", ".join(f"{k} {v}" for k, v in rs.items())
+                       for m, rs in r["ratios_of_shared"].items())
+    notes = "\n".join(f"- `{m}`: {MODE_NOTES[m]}." for m in modes)
     load = r["machine"]["load_average_before_after"]
     return (
         f"# Draft service load test ({r['machine']['cpu']}, {r['machine']['cores']} cores)\n\n"
@@ -359,12 +387,9 @@ def _markdown(r: dict[str, Any]) -> str:
         f"{r['clients']} concurrent agent clients on loopback, {r['steps']} steps each "
         f"(context grows by one tool output of {r['chars_per_output']} characters per step; every agent shares "
         f"a system prompt and a reference document); torch threads {r.get('torch_threads', 1)}.\n\n"
-        "Batching on: one worker takes up to max_batch queued requests per round, computes identical requests "
-        "once and runs requests that share a first segment back to back (their KV prefix is still cached); "
-        "no draft forward pass is shared between different requests. Off: one thread per request on the "
-        "shared compressor.\n\n"
+        f"{notes}\n\n"
         + "\n".join(rows)
-        + f"\n\nOn / off ratios: {ratios}.\n\n| peak memory (MiB) | |\n|---|---|\n{mem}\n"
+        + f"\n\nRatios of `shared`: {ratios}.\n\n| peak memory (MiB) | |\n|---|---|\n{mem}\n"
     )
 
 
@@ -377,7 +402,7 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--queue-size", type=int, default=64)
     p.add_argument("--rounds", type=int, default=1, help="rounds of both modes (the best of each is reported)")
-    p.add_argument("--order", default="on,off", help="order of the modes in a round")
+    p.add_argument("--modes", default="shared,rounds,off", help="modes, in their order within a round")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the server (and in-process compressor)")
     p.add_argument("--max-seconds", type=float, default=90.0, help="per mode; no new request after it")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/service_cpu.json"))
@@ -386,7 +411,7 @@ def main() -> None:
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--url", default="", help=argparse.SUPPRESS)
-    p.add_argument("--batching", default="on", help=argparse.SUPPRESS)
+    p.add_argument("--batching", default="shared", choices=MODES, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
         return serve_main(args)

@@ -9,7 +9,7 @@ Quickstart::
 """
 
 from .budget import APPROXIMATE, TokenCounter, approximate_tokens, count_or_approximate, countable, make_counter
-from .cache import KVPrefixCache
+from .cache import KVPrefixCache, cache_namespace
 from .compressor import SpecPrefillCompressor
 from .config import CacheConfig, CompressionConfig, DraftConfig, ScoringConfig
 from .draft import DraftModel, load_draft
@@ -46,6 +46,7 @@ __all__ = [
     "ScoringConfig",
     "CacheConfig",
     "KVPrefixCache",
+    "cache_namespace",
     "DraftModel",
     "load_draft",
     "Segment",

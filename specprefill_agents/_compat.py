@@ -22,6 +22,7 @@ __all__ = [
     "capture_attention",
     "cut_kv",
     "forward",
+    "forward_rows",
     "has_sliding_layer",
     "install_scoring_attention",
     "kv_nbytes",
@@ -273,6 +274,18 @@ def forward(model: Any, ids: list[int], cache: Any, *, position_ids: torch.Tenso
     out = model(input_ids=torch.tensor([ids], device=device), position_ids=position_ids, use_cache=True,
                 logits_to_keep=1 if logits else _no_logits(device), **{_cache_keyword(model.__class__): cache})
     return out.logits[0, -1] if logits else None
+
+
+@torch.inference_mode()
+def forward_rows(model: Any, ids: list[list[int]], cache: Any, position_ids: torch.Tensor, *,
+                 logits: bool = False) -> torch.Tensor | None:
+    """:func:`forward` of several sequences of equal length as one batch (rows of ``cache``, whose
+    batch size they fix on its first update), at explicit ``position_ids`` (rows, length); the
+    next-token logits of each row's last position (rows, vocab) with ``logits``."""
+    device = model.device
+    out = model(input_ids=torch.tensor(ids, device=device), position_ids=position_ids, use_cache=True,
+                logits_to_keep=1 if logits else _no_logits(device), **{_cache_keyword(model.__class__): cache})
+    return out.logits[:, -1] if logits else None
 
 
 @functools.cache

@@ -5,22 +5,56 @@
 * :class:`KVPrefixCache` keeps the draft's KV states of scored contexts, bounded by bytes
   (LRU).  A later call finds the longest cached prefix at a segment boundary and forwards
   only the rest.  Entries are never modified: a restored cache grows by concatenation, so
-  two agents sharing a prefix cannot corrupt each other.
+  two agents sharing a prefix cannot corrupt each other.  Concurrent calls that need the same
+  uncached prefix compute it once: the first claims its keys (:meth:`KVPrefixCache.claim`), the
+  others wait for its entry.
 * :class:`ScoreCache` maps (prompt, query, config) to finished token scores.
+* :func:`cache_namespace` keeps what one tenant caches to itself: inside it, KV prefixes and
+  scores are stored and looked up under that namespace only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from cachetools import LRUCache
 
-__all__ = ["segment_chain", "token_prefix_keys", "KVEntry", "KVPrefixCache", "ScoreCache"]
+__all__ = [
+    "cache_namespace",
+    "namespaced",
+    "segment_chain",
+    "token_prefix_keys",
+    "KVEntry",
+    "KVPrefixCache",
+    "ScoreCache",
+]
+
+_NAMESPACE: ContextVar[str] = ContextVar("specprefill_cache_namespace", default="")
+
+
+@contextlib.contextmanager
+def cache_namespace(name: str) -> Iterator[None]:
+    """KV prefixes and scores cached by calls inside this block (this thread or task) are stored and
+    looked up under ``name`` only: calls in another namespace neither hit them nor learn, from
+    their own reuse or timing, that they exist.  ``""`` is the default, shared namespace."""
+    token = _NAMESPACE.set(name)
+    try:
+        yield
+    finally:
+        _NAMESPACE.reset(token)
+
+
+def namespaced(key: str) -> str:
+    """``key`` within the current :func:`cache_namespace`."""
+    name = _NAMESPACE.get()
+    return f"{key}|namespace={name}" if name else key
 
 
 def _digest(*parts: bytes) -> str:
@@ -89,6 +123,30 @@ class KVPrefixCache:
         self._lock = threading.Lock()
         self._entries = _ByteLRU(max(self.max_bytes, 1), self._forget)
         self._index: dict[str, tuple[str, int]] = {}  # prefix key -> (entry key, length)
+        self._inflight: dict[str, threading.Event] = {}  # prefix key -> set once its claimer is done
+
+    def claim(self, prefix_keys: Sequence[str]) -> tuple[threading.Event, bool]:
+        """Claim the prefixes ``prefix_keys`` that the caller is about to compute: ``(event, True)``
+        when claimed (call :meth:`release` with the event once stored, or on failure), or
+        ``(event, False)`` when another caller is computing one of them (wait for the event, then
+        look up again)."""
+        with self._lock:
+            for key in prefix_keys:
+                busy = self._inflight.get(key)
+                if busy is not None:
+                    return busy, False
+            event = threading.Event()
+            for key in prefix_keys:
+                self._inflight[key] = event
+            return event, True
+
+    def release(self, prefix_keys: Sequence[str], event: threading.Event) -> None:
+        """End a claim (idempotent): the waiters look up again."""
+        with self._lock:
+            for key in prefix_keys:
+                if self._inflight.get(key) is event:
+                    del self._inflight[key]
+        event.set()
 
     def _forget(self, key: str, entry: KVEntry) -> None:
         for pk in entry.prefix_keys:

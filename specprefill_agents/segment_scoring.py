@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .budget import countable
-from .cache import ScoreCache, segment_chain
+from .cache import ScoreCache, namespaced, segment_chain
 from .config import CacheConfig, ScoringConfig
 from .limits import check_input_size, default_input_limit
 from .scoring import DraftScorer
@@ -71,7 +71,7 @@ class SegmentScorer:
         """
         t0 = time.perf_counter()
         query = asked_query(segments, query)
-        chain = segment_chain([s.text for s in segments], self.scorer.draft.name, self._config_json)
+        chain = segment_chain([s.text for s in segments], namespaced(self.scorer.draft.name), self._config_json)
         key = (chain[-1] if chain else "", query)
         cached = self.results.get(key)
         if cached is not None:

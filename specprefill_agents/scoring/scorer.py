@@ -9,6 +9,10 @@ full window: every window is as close to the question as the latest one, which c
 small draft's recency bias, and an unchanged window costs no forward at all.  Past the draft's
 context, windows form groups, each under its own query block; the earlier groups append the
 latest group's lookahead tokens instead of decoding their own.
+
+Inside :meth:`~.batching.BlockBatcher.joined` (concurrent calls, as the service runs them) every
+context goes the parallel-windows way, a single window too, and the query block runs as one row
+of a batch shared with the other calls' blocks (:mod:`.batching`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ..draft import DraftModel
 from ..errors import ScoringError
 from ..kernels import install_cpu_gemv
 from ..progress import window_bar
+from .batching import joined_batcher
 from .capture import ParallelWindows, WindowCapture
 from .query_block import BlockRun, QueryBlock
 from .window_kv import WindowKV
@@ -119,8 +124,11 @@ class DraftScorer:
                  for a, b in windows]
         if not spans:
             scores, cost = [np.zeros(0, np.float32)], Cost()
-        elif len(spans) == 1:
+        elif len(spans) == 1 and joined_batcher(self.draft.model) is None:
             scores, cost = self._score_window(spans[0], query)
+        elif len(spans) == 1:  # a row of a shared batch: the window's KV, then the block beside it
+            with window_bar(1) as bar:
+                scores, _, cost = self._score_group(spans, query, len(spans[0][0]), True, bar)
         else:
             with window_bar(len(spans)) as bar:
                 scores, cost = self._score_groups(spans, query, bar)
@@ -139,16 +147,19 @@ class DraftScorer:
         t0 = time.perf_counter()
         window = self.windows.open(self._prefix + context, [pre + s for s in splits],
                                    len(query) + self.config.lookahead)
-        fused = self.windows.kv_cache is None or not has_sliding_layer(window.cache)
-        tail = self.windows.last_chunk_start(window) if fused else len(window.ids)
-        self.windows.prefill(window, tail)
-        if not fused:
-            self.windows.store(window)
-        t1 = time.perf_counter()
-        capture = WindowCapture(pre, len(context), self.draft.device)
-        run = self.block.run(window.ids[tail:] + query, window.cache, capture, done=tail, rows=len(query))
-        if fused:
-            self.windows.store(window)
+        try:
+            fused = self.windows.kv_cache is None or not has_sliding_layer(window.cache)
+            tail = self.windows.last_chunk_start(window) if fused else len(window.ids)
+            self.windows.prefill(window, tail)
+            if not fused:
+                self.windows.store(window)
+            t1 = time.perf_counter()
+            capture = WindowCapture(pre, len(context), self.draft.device)
+            run = self.block.run(window.ids[tail:] + query, window.cache, capture, done=tail, rows=len(query))
+            if fused:
+                self.windows.store(window)
+        finally:
+            self.windows.release(window)
         if context and not capture.collected:
             raise self._nothing_captured()
         t2 = time.perf_counter()
@@ -183,8 +194,12 @@ class DraftScorer:
             bar.update()
         t1 = time.perf_counter()
         parallel = ParallelWindows(windows)
-        cache = new_kv_cache(self.draft.model, len(block) + (self.config.lookahead if decode else 0))
-        run = self.block.run(block, cache, parallel, done=0, position=pre + room, decode=decode)
+        batcher = joined_batcher(self.draft.model)
+        if batcher is not None:
+            run = batcher.run(block, parallel, position=pre + room, lookahead=self.config.lookahead, decode=decode)
+        else:
+            cache = new_kv_cache(self.draft.model, len(block) + (self.config.lookahead if decode else 0))
+            run = self.block.run(block, cache, parallel, done=0, position=pre + room, decode=decode)
         if not parallel.collected:
             raise self._nothing_captured()
         t2 = time.perf_counter()

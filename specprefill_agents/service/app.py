@@ -61,6 +61,7 @@ class _Service:
         self.engine, self.settings, self.warm_up = engine, settings, warm_up
         self.ready = threading.Event()
         self.metrics = ServiceMetrics(lambda: self.worker.depth(), engine.cache_bytes)
+        engine.on_shared_forward = self.metrics.shared_rows.observe
         self.worker = Worker(
             engine,
             settings.queue_size,
@@ -68,21 +69,29 @@ class _Service:
             settings.batching,
             on_batch=self.metrics.batch.observe,
             on_run=self.metrics.compressions.inc,
+            shared_forwards=settings.shared_forwards,
         )
 
-    def check_auth(self, request: Request) -> None:
-        token = self.settings.token
-        if not token:
-            return
+    def check_auth(self, request: Request) -> str:
+        """401 unless the request carries an accepted bearer token; the request's cache namespace
+        (the token's digest with ``cache_per_token``, else the shared ``""``)."""
+        tokens = self.settings.accepted_tokens
+        if not tokens:
+            return ""
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        value = value.strip() if scheme.lower() == "bearer" else ""
+        matches = [hmac.compare_digest(value.encode(), token.encode()) for token in tokens]  # every one compared
+        if not any(matches):
             raise HTTPError(
                 401,
                 "unauthorized",
                 "send 'Authorization: Bearer <token>' with the service's token",
                 {"WWW-Authenticate": "Bearer"},
             )
+        if not self.settings.cache_per_token:
+            return ""
+        return hashlib.blake2b(value.encode(), digest_size=8, person=b"specprefill-ns").hexdigest()
 
     def start(self) -> None:
         self.worker.start()
@@ -158,7 +167,8 @@ def _routes(app: FastAPI, service: _Service) -> None:
                 "schema": SCHEMA_VERSION,
                 **service.engine.info(),
                 "limits": limits,
-                "batching": {"enabled": s.batching, "max_batch": s.max_batch},
+                "batching": {"enabled": s.batching, "max_batch": s.max_batch, "shared_forwards": s.shared_forwards},
+                "cache_per_token": s.cache_per_token,
                 "ready": service.ready.is_set(),
             }
         )
@@ -166,8 +176,8 @@ def _routes(app: FastAPI, service: _Service) -> None:
     @app.post("/v1/compress")
     async def compress(request: Request) -> Response:
         t0 = time.monotonic()
-        service.check_auth(request)
-        job = _job(service, await _read_body(request, service.settings.max_body_bytes))
+        namespace = service.check_auth(request)
+        job = _job(service, await _read_body(request, service.settings.max_body_bytes), namespace)
         try:
             future = asyncio.wrap_future(service.worker.submit(job))
         except QueueFullError as exc:
@@ -216,7 +226,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _job(service: _Service, body: bytes) -> Job:
+def _job(service: _Service, body: bytes, namespace: str = "") -> Job:
     """Parse, validate and bound a compress request (422 / 413 with a JSON reason)."""
     try:
         data = json.loads(body)
@@ -237,10 +247,11 @@ def _job(service: _Service, body: bytes) -> Job:
         service.engine.configured(overrides)
     except (ConfigError, TypeError) as exc:
         raise HTTPError(422, "invalid_config", str(exc)) from exc
-    key_data = {"segments": [seg.model_dump() for seg in req.segments], "query": req.query, "config": overrides}
+    key_data = {"segments": [seg.model_dump() for seg in req.segments], "query": req.query, "config": overrides,
+                "namespace": namespace}  # tenants apart: identical requests of two tenants are two jobs
     key = hashlib.blake2b(json.dumps(key_data, sort_keys=True).encode("ascii"), digest_size=16).hexdigest()
     deadline = time.monotonic() + (req.deadline_s or s.deadline_s)
-    return Job([seg.to_segment() for seg in req.segments], req.query, overrides, key, deadline)
+    return Job([seg.to_segment() for seg in req.segments], req.query, overrides, key, deadline, namespace)
 
 
 async def _wait(service: _Service, request: Request, job: Job, future: asyncio.Future[Any]) -> Any:

@@ -14,10 +14,11 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from ..cache import KVPrefixCache
+from ..cache import KVPrefixCache, cache_namespace
 from ..compressor import SpecPrefillCompressor
 from ..config import CacheConfig, CompressionConfig, DraftConfig
 from ..draft import DraftModel, load_draft
+from ..scoring.batching import BlockBatcher
 from ..types import CompressionResult, Segment
 
 __all__ = ["Engine", "CALL_FIELDS", "CONFIG_FIELDS", "SCORING_FIELDS"]
@@ -56,6 +57,8 @@ class Engine:
         self.kv_cache = KVPrefixCache(size) if size > 0 else None
         self._draft: DraftModel | None = draft if isinstance(draft, DraftModel) else None
         self._compressors: LRUCache[str, SpecPrefillCompressor] = LRUCache(maxsize=max_configs)
+        self._batcher: BlockBatcher | None = None
+        self.on_shared_forward: Any = None  # sees the rows of each shared query-block forward
         self._lock = threading.Lock()
 
     @property
@@ -69,6 +72,14 @@ class Engine:
                 spec = self._spec if isinstance(self._spec, DraftConfig) else DraftConfig(model=str(self._spec))
                 self._draft = load_draft(spec)
             return self._draft
+
+    def batcher(self) -> BlockBatcher:
+        """The draft's :class:`BlockBatcher`: calls joined to it share their query-block forwards."""
+        draft = self.load()
+        with self._lock:
+            if self._batcher is None:
+                self._batcher = BlockBatcher(draft.model, draft.stop_token_ids, on_batch=self.on_shared_forward)
+            return self._batcher
 
     def warm_up(self) -> None:
         """Load the draft and run one compression through it (first-call costs paid here)."""
@@ -96,10 +107,13 @@ class Engine:
             changes["scoring"] = dataclasses.replace(self.config.scoring, **scoring)
         return self.config.replace(**changes) if changes else self.config
 
-    def compress(self, segments: list[Segment], query: str | None, overrides: dict[str, Any]) -> CompressionResult:
-        """Compress on the shared draft; errors raise (the service reports them, the client decides)."""
+    def compress(self, segments: list[Segment], query: str | None, overrides: dict[str, Any],
+                 namespace: str = "") -> CompressionResult:
+        """Compress on the shared draft, caching under ``namespace`` (:func:`cache_namespace`); errors
+        raise (the service reports them, the client decides)."""
         per_call = {k: overrides[k] for k in CALL_FIELDS if overrides.get(k) is not None}
-        return self.compressor(overrides).compress_segments(segments, query, **per_call)
+        with cache_namespace(namespace):
+            return self.compressor(overrides).compress_segments(segments, query, **per_call)
 
     def cache_bytes(self) -> int:
         return self.kv_cache.nbytes if self.kv_cache is not None else 0

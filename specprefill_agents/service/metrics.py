@@ -38,6 +38,12 @@ class ServiceMetrics:
         self.batch = Histogram(
             "specprefill_batch_size", "Requests per worker round", registry=r, buckets=(1, 2, 4, 8, 16, 32, 64)
         )
+        self.shared_rows = Histogram(
+            "specprefill_shared_forward_rows",
+            "Requests' query blocks per shared draft forward (batching)",
+            registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+        )
         self.latency = Histogram(
             "specprefill_request_seconds", "Compress request latency (queue + compute)", registry=r, buckets=_LATENCY
         )

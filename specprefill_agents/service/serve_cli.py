@@ -36,7 +36,19 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         "--host", default=_DEFAULTS.host, help="interface to bind (default 127.0.0.1); any other needs a token"
     )
     p.add_argument("--port", type=int, default=_DEFAULTS.port, help="TCP port (default 8765; 0 = any free port)")
-    p.add_argument("--token", default=None, help=f"bearer token clients must send (default ${TOKEN_ENV})")
+    p.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        help=f"bearer token clients must send; repeat it for one token per tenant (default ${TOKEN_ENV}, "
+        "several separated by commas)",
+    )
+    p.add_argument(
+        "--cache-per-token",
+        action="store_true",
+        help="each token its own cache namespace: a tenant never hits, or learns of, another tenant's cached "
+        "KV prefixes and scores",
+    )
     p.add_argument("--draft", default="embedded", help="'embedded', a hub id, a directory or a .gguf file")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: CUDA when present)")
     p.add_argument("--cache-dir", default=None, help="where converted drafts are cached")
@@ -64,6 +76,12 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         "--no-batching",
         action="store_true",
         help="run each request on its own thread instead of one worker's micro-batches",
+    )
+    p.add_argument(
+        "--no-shared-forwards",
+        action="store_true",
+        help="with batching, run a round's requests one after another instead of side by side with "
+        "their query blocks and lookahead steps in shared draft forwards",
     )
     p.add_argument(
         "--deadline",
@@ -105,16 +123,20 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
 
 
 def settings_from(args: argparse.Namespace) -> ServiceSettings:
+    tokens = args.token or [t.strip() for t in os.environ.get(TOKEN_ENV, "").split(",") if t.strip()]
     return ServiceSettings(
         host=args.host,
         port=args.port,
-        token=args.token or os.environ.get(TOKEN_ENV) or None,
+        token=tokens[0] if tokens else None,
+        tokens=tuple(tokens[1:]),
+        cache_per_token=args.cache_per_token,
         max_body_bytes=args.max_body_bytes,
         max_segments=args.max_segments,
         max_total_chars=args.max_total_chars,
         queue_size=args.queue_size,
         max_batch=args.max_batch,
         batching=not args.no_batching,
+        shared_forwards=not args.no_shared_forwards,
         deadline_s=args.deadline,
         drain_s=args.drain,
     )

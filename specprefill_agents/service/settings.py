@@ -35,6 +35,12 @@ class ServiceSettings:
     host: str = _help("Interface to bind. Anything but loopback requires a token.", "127.0.0.1")
     port: int = _help("TCP port (0: any free port).", 8765)
     token: str | None = _help(f"Bearer token every request except /healthz must carry (or ${TOKEN_ENV}).", None)
+    tokens: tuple[str, ...] = _help("More bearer tokens accepted besides ``token``: one per tenant.", ())
+    cache_per_token: bool = _help(
+        "Give each bearer token its own cache namespace: a tenant's requests never hit (so never reveal, "
+        "by their reuse or their timing) the KV prefixes and scores another tenant's requests cached.",
+        False,
+    )
     max_body_bytes: int = _help("Largest request body accepted (413 above).", 8 << 20)
     max_segments: int = _help("Most segments in one request (413 above).", 1024)
     max_total_chars: int = _help(
@@ -48,16 +54,31 @@ class ServiceSettings:
         "each request runs on its own thread against the shared compressor.",
         True,
     )
+    shared_forwards: bool = _help(
+        "With batching, the requests of a round run side by side and their query blocks and lookahead "
+        "decode steps share the draft's forward passes (off: a round's requests run one after another).",
+        True,
+    )
     deadline_s: float = _help(
         "Default per-request deadline in seconds; a request still queued past it gets 504 and is not computed.", 60.0
     )
     drain_s: float = _help("On SIGTERM, seconds to let in-flight requests finish before exiting.", 30.0)
 
+    @property
+    def accepted_tokens(self) -> tuple[str, ...]:
+        """Every bearer token the service accepts (empty: no authentication)."""
+        return (self.token, *self.tokens) if self.token else ()
+
     def __post_init__(self) -> None:
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be an int in [0, 65535], got {self.port!r}")
-        if self.token is not None and (not isinstance(self.token, str) or len(self.token) < 8):
-            raise ConfigError("token must be a string of at least 8 characters")
+        for token in (self.token, *self.tokens):
+            if token is not None and (not isinstance(token, str) or len(token) < 8):
+                raise ConfigError("a token must be a string of at least 8 characters")
+        if self.tokens and not self.token:
+            raise ConfigError("tokens: give the first one as token")
+        if self.cache_per_token and not self.token:
+            raise ConfigError("cache_per_token needs bearer tokens (token, tokens): they name the namespaces")
         if not is_loopback(self.host) and not self.token:
             raise ConfigError(
                 f"binding {self.host!r} exposes the service beyond this machine: set a bearer "

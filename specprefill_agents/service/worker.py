@@ -1,11 +1,15 @@
 """The bounded queue in front of the draft, and the threads that serve it.
 
-With batching on, one worker thread owns the draft and takes up to ``max_batch`` queued
-requests per round (a micro-batch): identical requests (same segments, query and overrides)
-are computed once and answered together, and requests that share their first segment run
-back to back so the KV prefix cache still holds their prefix.  Each request's draft forwards
-are its own: no forward pass is shared between different requests.  With batching off,
-``max_batch`` threads each take one request at a time and run it on the shared compressor.
+With batching on, one worker takes up to ``max_batch`` queued requests per round (a
+micro-batch): identical requests (same segments, query and overrides) are computed once and
+answered together.  The distinct requests of a round run side by side, each on its own
+thread seated at the draft's :class:`~specprefill_agents.scoring.batching.BlockBatcher`
+(``shared_forwards``): each restores or prefills its own windows' KV (a prefix two of them
+share is computed once, the KV prefix cache making the other wait for it), and their query
+blocks and lookahead decode steps run as the rows of shared forwards.  Without
+``shared_forwards`` they run one after another, shared prefixes adjacent.  With batching off,
+``max_batch`` threads each take one request at a time and run it alone on the shared
+compressor.
 
 A request still queued past its deadline, or whose client went away, is dropped unrun.
 """
@@ -17,7 +21,7 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +58,7 @@ class Job:
     overrides: dict[str, Any]
     key: str  # equal keys: identical requests
     deadline: float  # time.monotonic() limit
+    namespace: str = ""  # the tenant's cache namespace ("" shared)
     future: Future[Any] = field(default_factory=Future)
     enqueued: float = field(default_factory=time.monotonic)
     batch_size: int = 0  # requests in the round that served it
@@ -77,9 +82,12 @@ class Worker:
     ``on_run()`` each compression the draft ran (identical requests of one round run once)."""
 
     def __init__(
-        self, engine: Engine, queue_size: int, max_batch: int, batching: bool, on_batch: Any = None, on_run: Any = None
+        self, engine: Engine, queue_size: int, max_batch: int, batching: bool, on_batch: Any = None, on_run: Any = None,
+        shared_forwards: bool = True,
     ) -> None:
         self.engine, self.queue_size, self.max_batch, self.batching = engine, queue_size, max_batch, batching
+        self.shared_forwards = batching and shared_forwards
+        self._side = ThreadPoolExecutor(max_batch, "specprefill-round") if self.shared_forwards else None
         self._queue: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -128,6 +136,8 @@ class Worker:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(max(0.0, end - time.monotonic()))
+        if self._side is not None:
+            self._side.shutdown(wait=False, cancel_futures=True)
 
     def _retry_after(self) -> int:
         per = sum(self._seconds) / len(self._seconds) if self._seconds else 1.0
@@ -155,21 +165,46 @@ class Worker:
                     self._busy -= 1
 
     def _serve(self, batch: list[Job]) -> None:
-        groups: dict[str, list[Job]] = {}
+        groups: dict[str, list[Job]] = {}  # identical requests: computed once
         for job in batch:
             job.batch_size = len(batch)
             groups.setdefault(job.key, []).append(job)
         ordered = sorted(groups.values(), key=lambda jobs: _first_text(jobs[0]))  # shared prefixes adjacent
-        for jobs in ordered:
-            alive = [job for job in jobs if job.alive()]
-            if alive:
-                self._run(alive)
+        batcher = self._batcher() if len(ordered) > 1 else None
+        if batcher is None or self._side is None:
+            for jobs in ordered:
+                self._run_alive(jobs)
+            return
+        seats = batcher.seats(len(ordered))  # taken before any starts: the first block waits for the rest
+        running = [self._side.submit(self._run_seated, seat, jobs) for seat, jobs in zip(seats, ordered)]
+        wait(running)
+        for seat in seats:
+            seat.leave()  # one that never started (shutdown) gives its seat up too
+
+    def _batcher(self) -> Any:
+        """The draft's block batcher when the requests of a round run side by side (None: one by one)."""
+        if self._side is None:
+            return None
+        try:
+            return self.engine.batcher()
+        except Exception:  # the draft does not load: each request reports it on its own
+            return None
+
+    def _run_seated(self, seat: Any, jobs: list[Job]) -> None:
+        with seat:
+            self._run_alive(jobs)
+
+    def _run_alive(self, jobs: list[Job]) -> None:
+        alive = [job for job in jobs if job.alive()]
+        if alive:
+            self._run(alive)
 
     def _run(self, jobs: list[Job]) -> None:
         head = jobs[0]
         t0 = time.perf_counter()
         try:
-            result: CompressionResult = self.engine.compress(head.segments, head.query, head.overrides)
+            result: CompressionResult = self.engine.compress(head.segments, head.query, head.overrides,
+                                                             head.namespace)
         except Exception as exc:
             logger.warning("compression failed: %s: %s", type(exc).__name__, exc)
             for job in jobs:

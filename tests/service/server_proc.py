@@ -1,7 +1,7 @@
 """A draft service on the tiny in-process draft, run as its own process by the tests.
 
-``python -m tests.service.server_proc --port P [--token T] [--queue-size N] [--max-batch N]
-[--slow S] [--no-batching]``: requests whose query starts with ``slow`` wait ``S`` seconds in
+``python -m tests.service.server_proc --port P [--token T]... [--cache-per-token] [--queue-size N]
+[--max-batch N] [--slow S] [--no-batching]``: requests whose query starts with ``slow`` wait ``S`` seconds in
 the worker before compressing, so a test can catch one in flight.
 """
 
@@ -27,17 +27,18 @@ class SlowEngine(Engine):
         super().__init__(tiny_draft("llama", max_pos=2048), SERVICE_CONFIG)
         self.slow = slow
 
-    def compress(self, segments: Any, query: str | None, overrides: dict[str, Any]) -> Any:
+    def compress(self, segments: Any, query: str | None, overrides: dict[str, Any], namespace: str = "") -> Any:
         asked = asked_query(segments, query)  # the explicit query, else the latest user turn
         if asked is not None and asked.startswith("slow"):
             time.sleep(self.slow)
-        return super().compress(segments, query, overrides)
+        return super().compress(segments, query, overrides, namespace)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--token", default=None)
+    p.add_argument("--token", action="append", default=[])
+    p.add_argument("--cache-per-token", action="store_true")
     p.add_argument("--queue-size", type=int, default=64)
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--slow", type=float, default=2.0)
@@ -47,7 +48,9 @@ def main() -> None:
     configure_logging()
     settings = ServiceSettings(
         port=args.port,
-        token=args.token,
+        token=args.token[0] if args.token else None,
+        tokens=tuple(args.token[1:]),
+        cache_per_token=args.cache_per_token,
         queue_size=args.queue_size,
         max_batch=args.max_batch,
         batching=not args.no_batching,

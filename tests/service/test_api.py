@@ -7,6 +7,7 @@ import dataclasses
 import json
 import re
 import inspect
+from typing import Any
 
 import httpx
 import pytest
@@ -185,3 +186,63 @@ def test_nothing_listening_is_unavailable() -> None:
 
     with pytest.raises(ServiceUnavailableError, match="did not answer"):
         RemoteCompressor(f"http://127.0.0.1:{free_port()}", retries=1).compress_segments(_segments())
+
+
+def test_concurrent_requests_share_the_draft_forwards(server: Server, client: RemoteCompressor) -> None:
+    """Requests queued behind a busy worker form one round; their query blocks share forwards and
+    each result is what the request gets alone (scores equal up to float rounding)."""
+    local = SpecPrefillCompressor(tiny_draft("llama", max_pos=2048), SERVICE_CONFIG, on_failure="raise")
+    asks = ["Which function removes common leading whitespace?", "What does getsource return?",
+            "How are signatures bound?", "Where are frames inspected?"]
+    requests = [[Segment(SOURCE[50000 + 3000 * i:53000 + 3000 * i], role="tool"), Segment(q, role="user")]
+                for i, q in enumerate(asks)]
+
+    def rows_metric() -> tuple[float, float]:
+        text = httpx.get(server.url + "/metrics", headers=server.headers()).text
+        one = re.search(r'^specprefill_shared_forward_rows_bucket{le="1.0"} (\S+)$', text, re.M)
+        count = re.search(r"^specprefill_shared_forward_rows_count (\S+)$", text, re.M)
+        return (float(one.group(1)) if one else 0.0), (float(count.group(1)) if count else 0.0)
+
+    single_before, count_before = rows_metric()
+
+    async def burst() -> list[CompressionResult]:
+        busy = asyncio.create_task(client.acompress_segments(
+            [Segment(SOURCE[:2000], role="tool"), Segment("slow: hold the worker", role="user")]))
+        await asyncio.sleep(0.5)  # the slow request holds the worker; the next four queue together
+        results = await asyncio.gather(*(client.acompress_segments(segs) for segs in requests))
+        await busy
+        return list(results)
+
+    results = asyncio.run(burst())
+    single_after, count_after = rows_metric()
+    assert count_after - count_before > single_after - single_before  # some forward carried several requests
+    for segs, remote in zip(requests, results):
+        alone = local.compress_segments(segs)
+        assert remote.segments[1].text == segs[1].text  # the question is never cut
+        assert remote.stats.compressed_tokens <= alone.stats.compressed_tokens + 8
+        assert len(set(remote.kept_spans[0]) & set(alone.kept_spans[0])) >= 0.8 * len(alone.kept_spans[0])
+
+
+def test_per_token_cache_namespaces_keep_tenants_apart(tmp_path: Any) -> None:
+    from .conftest import start_server
+
+    other = "other-tenant-token-42"
+    srv = start_server(tmp_path, "--token", TOKEN, "--token", other, "--cache-per-token", token=TOKEN)
+    try:
+        a, b = RemoteCompressor(srv.url, token=TOKEN), RemoteCompressor(srv.url, token=other)
+        shared = [Segment(SOURCE[30000:33000], role="tool", id="doc")]
+        ask = Segment("Which function reads a frame?", role="user")
+        first = a.compress_segments([*shared, ask])
+        same_for_b = b.compress_segments([*shared, ask])  # identical request, other tenant
+        grown = [*shared, Segment(SOURCE[33000:34000], role="tool"), ask]
+        b_grown, a_grown = b.compress_segments(grown), a.compress_segments(grown)
+        assert first.stats.draft_tokens_reused == 0
+        assert same_for_b.stats.score_cache_hits == 0 and same_for_b.stats.draft_tokens_reused == 0
+        assert same_for_b.segments == first.segments  # same answer, computed apart
+        assert b_grown.stats.draft_tokens_reused > 0  # from b's own first request
+        assert a_grown.stats.draft_tokens_reused == b_grown.stats.draft_tokens_reused  # a from its own, not b's
+        assert a_grown.stats.score_cache_hits == 0
+        with pytest.raises(ServiceRequestError, match="401"):
+            RemoteCompressor(srv.url, token="third-token-000").compress_segments([*shared, ask])
+    finally:
+        srv.stop()
