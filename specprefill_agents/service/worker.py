@@ -1,15 +1,17 @@
 """The bounded queue in front of the draft, and the threads that serve it.
 
-With batching on, one worker takes up to ``max_batch`` queued requests per round (a
-micro-batch): identical requests (same segments, query and overrides) are computed once and
-answered together.  The distinct requests of a round run side by side, each on its own
-thread seated at the draft's :class:`~specprefill_agents.scoring.batching.BlockBatcher`
-(``shared_forwards``): each restores or prefills its own windows' KV (a prefix two of them
-share is computed once, the KV prefix cache making the other wait for it), and their query
-blocks and lookahead decode steps run as the rows of shared forwards.  Without
-``shared_forwards`` they run one after another, shared prefixes adjacent.  With batching off,
-``max_batch`` threads each take one request at a time and run it alone on the shared
-compressor.
+Three ways to serve, one shared compressor (and KV prefix cache) under all of them:
+
+* batching with ``shared_forwards`` (the default): ``max_batch`` threads each take the next
+  queued request, together with every queued request identical to it (computed once), and run
+  it seated at the draft's :class:`~specprefill_agents.scoring.batching.BlockBatcher`.  Each
+  restores or prefills its own windows' KV (a prefix two of them need is computed once: the KV
+  prefix cache makes the second wait for the first), and the query blocks and lookahead decode
+  steps of every request in flight run as the rows of shared forwards.  A thread that finishes
+  takes the next request at once: a long prefill holds up no one but its own request.
+* batching without ``shared_forwards``: one thread takes up to ``max_batch`` queued requests per
+  round, identical ones computed once, the others one after another, shared prefixes adjacent.
+* no batching: ``max_batch`` threads, each request alone on its own thread.
 
 A request still queued past its deadline, or whose client went away, is dropped unrun.
 """
@@ -21,7 +23,7 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +63,7 @@ class Job:
     namespace: str = ""  # the tenant's cache namespace ("" shared)
     future: Future[Any] = field(default_factory=Future)
     enqueued: float = field(default_factory=time.monotonic)
-    batch_size: int = 0  # requests in the round that served it
+    batch_size: int = 0  # requests in its round; with shared forwards, requests in flight when it was taken
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def alive(self) -> bool:
@@ -78,8 +80,9 @@ class Job:
 
 
 class Worker:
-    """Serves :class:`Job` s from a bounded queue on ``engine``; ``on_batch(n)`` sees each round's size and
-    ``on_run()`` each compression the draft ran (identical requests of one round run once)."""
+    """Serves :class:`Job` s from a bounded queue on ``engine``; ``on_batch(n)`` sees how many requests
+    each take started with (a round's size; with shared forwards, the requests in flight) and
+    ``on_run()`` each compression the draft ran (identical requests taken together run once)."""
 
     def __init__(
         self, engine: Engine, queue_size: int, max_batch: int, batching: bool, on_batch: Any = None, on_run: Any = None,
@@ -87,7 +90,6 @@ class Worker:
     ) -> None:
         self.engine, self.queue_size, self.max_batch, self.batching = engine, queue_size, max_batch, batching
         self.shared_forwards = batching and shared_forwards
-        self._side = ThreadPoolExecutor(max_batch, "specprefill-round") if self.shared_forwards else None
         self._queue: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -95,10 +97,13 @@ class Worker:
         self._seconds: collections.deque[float] = collections.deque(maxlen=32)  # recent compute times, for Retry-After
         self._on_batch = on_batch or (lambda n: None)
         self._on_run = on_run or (lambda: None)
-        count = 1 if batching else max_batch
         self._threads = [
-            threading.Thread(target=self._loop, name=f"specprefill-worker-{i}", daemon=True) for i in range(count)
+            threading.Thread(target=self._loop, name=f"specprefill-worker-{i}", daemon=True)
+            for i in range(self._workers())
         ]
+
+    def _workers(self) -> int:
+        return 1 if self.batching and not self.shared_forwards else self.max_batch
 
     def start(self) -> None:
         for thread in self._threads:
@@ -136,68 +141,64 @@ class Worker:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(max(0.0, end - time.monotonic()))
-        if self._side is not None:
-            self._side.shutdown(wait=False, cancel_futures=True)
 
     def _retry_after(self) -> int:
         per = sum(self._seconds) / len(self._seconds) if self._seconds else 1.0
-        workers = 1 if self.batching else self.max_batch
-        return max(1, math.ceil(per * (len(self._queue) + 1) / workers))
+        return max(1, math.ceil(per * (len(self._queue) + 1) / self._workers()))
 
     def _take(self) -> list[Job] | None:
+        """The next round (batching without shared forwards), or the next request with the queued
+        requests identical to it; None once stopping and empty."""
         with self._cond:
             while not self._queue and not self._stopping:
                 self._cond.wait()
             if not self._queue:
                 return None
-            take = self.max_batch if self.batching else 1
-            batch = [self._queue.popleft() for _ in range(min(take, len(self._queue)))]
+            if self.batching and not self.shared_forwards:
+                batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            else:
+                first = self._queue.popleft()
+                same = [job for job in self._queue if job.key == first.key] if self.shared_forwards else []
+                for job in same:
+                    self._queue.remove(job)
+                batch = [first, *same]
             self._busy += 1
+            size = self._busy if self.shared_forwards else len(batch)
+            for job in batch:
+                job.batch_size = size
             return batch
 
     def _loop(self) -> None:
+        batcher = self._batcher()
         while (batch := self._take()) is not None:
             try:
-                self._on_batch(len(batch))
-                self._serve(batch)
+                self._on_batch(batch[0].batch_size)
+                if batcher is not None:
+                    with batcher.joined():
+                        self._serve(batch)
+                else:
+                    self._serve(batch)
             finally:
                 with self._cond:
                     self._busy -= 1
 
-    def _serve(self, batch: list[Job]) -> None:
-        groups: dict[str, list[Job]] = {}  # identical requests: computed once
-        for job in batch:
-            job.batch_size = len(batch)
-            groups.setdefault(job.key, []).append(job)
-        ordered = sorted(groups.values(), key=lambda jobs: _first_text(jobs[0]))  # shared prefixes adjacent
-        batcher = self._batcher() if len(ordered) > 1 else None
-        if batcher is None or self._side is None:
-            for jobs in ordered:
-                self._run_alive(jobs)
-            return
-        seats = batcher.seats(len(ordered))  # taken before any starts: the first block waits for the rest
-        running = [self._side.submit(self._run_seated, seat, jobs) for seat, jobs in zip(seats, ordered)]
-        wait(running)
-        for seat in seats:
-            seat.leave()  # one that never started (shutdown) gives its seat up too
-
     def _batcher(self) -> Any:
-        """The draft's block batcher when the requests of a round run side by side (None: one by one)."""
-        if self._side is None:
+        """The draft's block batcher with shared forwards (None: each request's forwards its own)."""
+        if not self.shared_forwards:
             return None
         try:
             return self.engine.batcher()
         except Exception:  # the draft does not load: each request reports it on its own
             return None
 
-    def _run_seated(self, seat: Any, jobs: list[Job]) -> None:
-        with seat:
-            self._run_alive(jobs)
-
-    def _run_alive(self, jobs: list[Job]) -> None:
-        alive = [job for job in jobs if job.alive()]
-        if alive:
-            self._run(alive)
+    def _serve(self, batch: list[Job]) -> None:
+        groups: dict[str, list[Job]] = {}  # identical requests: computed once
+        for job in batch:
+            groups.setdefault(job.key, []).append(job)
+        for jobs in sorted(groups.values(), key=lambda jobs: _first_text(jobs[0])):  # shared prefixes adjacent
+            alive = [job for job in jobs if job.alive()]
+            if alive:
+                self._run(alive)
 
     def _run(self, jobs: list[Job]) -> None:
         head = jobs[0]

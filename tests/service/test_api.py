@@ -189,8 +189,8 @@ def test_nothing_listening_is_unavailable() -> None:
 
 
 def test_concurrent_requests_share_the_draft_forwards(server: Server, client: RemoteCompressor) -> None:
-    """Requests queued behind a busy worker form one round; their query blocks share forwards and
-    each result is what the request gets alone (scores equal up to float rounding)."""
+    """Requests in flight together (one of them slow) share their query-block forwards, and each
+    result is what the request gets alone (scores equal up to float rounding)."""
     local = SpecPrefillCompressor(tiny_draft("llama", max_pos=2048), SERVICE_CONFIG, on_failure="raise")
     asks = ["Which function removes common leading whitespace?", "What does getsource return?",
             "How are signatures bound?", "Where are frames inspected?"]
@@ -208,7 +208,7 @@ def test_concurrent_requests_share_the_draft_forwards(server: Server, client: Re
     async def burst() -> list[CompressionResult]:
         busy = asyncio.create_task(client.acompress_segments(
             [Segment(SOURCE[:2000], role="tool"), Segment("slow: hold the worker", role="user")]))
-        await asyncio.sleep(0.5)  # the slow request holds the worker; the next four queue together
+        await asyncio.sleep(0.5)  # the slow request holds a worker thread while the next four arrive
         results = await asyncio.gather(*(client.acompress_segments(segs) for segs in requests))
         await busy
         return list(results)
