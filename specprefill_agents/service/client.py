@@ -7,6 +7,8 @@ service refused it unrun) once its ``Retry-After`` passed; a request that reache
 is never sent twice.  Down, unreachable, timed out, 5xx, or still 429 after the retries:
 :class:`~specprefill_agents.ServiceUnavailableError`, which integrations' ``on_failure`` turns
 into a pass-through.  Other 4xx (bad token, too large, invalid): :class:`ServiceRequestError`.
+Each request names its agent (``X-Specprefill-Affinity``: a hash of the segments' head), which
+a service scaled out over Ray Serve replicas routes by.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..errors import ConfigError, InputError, ServiceRequestError, ServiceUnavai
 from ..serialization import result_from_dict, segment_to_dict
 from ..types import CompressionResult, Segment
 from . import URL_ENV
+from .affinity import AFFINITY_HEADER, affinity_key
 from .settings import TOKEN_ENV
 
 __all__ = ["RemoteCompressor", "URL_ENV"]
@@ -90,10 +93,12 @@ class RemoteCompressor:
         gap_refs: bool | None = None,
     ) -> CompressionResult:
         """Compress on the service (same arguments and result as the in-process compressor)."""
-        body = self._body(segments, query, keep_ratio, max_tokens, token_counter, gap_refs)
+        body, headers = self._body(segments, query, keep_ratio, max_tokens, token_counter, gap_refs)
         for attempt in range(self.retries + 1):
             try:
-                answer: httpx.Response | httpx.HTTPError = self._sync().post("/v1/compress", content=body)
+                answer: httpx.Response | httpx.HTTPError = self._sync().post(
+                    "/v1/compress", content=body, headers=headers
+                )
             except httpx.HTTPError as exc:
                 answer = exc
             result, wait = self._outcome(answer, attempt)
@@ -113,10 +118,12 @@ class RemoteCompressor:
         gap_refs: bool | None = None,
     ) -> CompressionResult:
         """The async twin of :meth:`compress_segments` (same rules, same result)."""
-        body = self._body(segments, query, keep_ratio, max_tokens, token_counter, gap_refs)
+        body, headers = self._body(segments, query, keep_ratio, max_tokens, token_counter, gap_refs)
         for attempt in range(self.retries + 1):
             try:
-                answer: httpx.Response | httpx.HTTPError = await self._aclient().post("/v1/compress", content=body)
+                answer: httpx.Response | httpx.HTTPError = await self._aclient().post(
+                    "/v1/compress", content=body, headers=headers
+                )
             except httpx.HTTPError as exc:
                 answer = exc
             result, wait = self._outcome(answer, attempt)
@@ -205,7 +212,8 @@ class RemoteCompressor:
         max_tokens: int | None,
         token_counter: Any,
         gap_refs: bool | None = None,
-    ) -> bytes:
+    ) -> tuple[bytes, dict[str, str]]:
+        """The request body, and its affinity header (a replicated service routes an agent by it)."""
         segs = _validate_segments(segments)
         if query is not None and not isinstance(query, str):
             raise InputError(f"query must be a str or None, got {type(query).__name__}")
@@ -229,7 +237,9 @@ class RemoteCompressor:
             "config": config,
             "deadline_s": self.timeout,
         }
-        return json.dumps(payload).encode("ascii")  # ASCII escapes carry lone surrogates exactly
+        key = affinity_key(segs)
+        headers = {AFFINITY_HEADER: key} if key is not None else {}
+        return json.dumps(payload).encode("ascii"), headers  # ASCII escapes carry lone surrogates exactly
 
     def _outcome(
         self, answer: httpx.Response | httpx.HTTPError, attempt: int
