@@ -31,7 +31,7 @@ from ..errors import ConfigError, InputError, ServiceRequestError, ServiceUnavai
 from ..serialization import result_from_dict, segment_to_dict
 from ..types import CompressionResult, Segment
 from . import URL_ENV
-from .affinity import AFFINITY_HEADER, affinity_key
+from .affinity import AFFINITY_HEADER, MAX_KEY_CHARS, affinity_key
 from .settings import TOKEN_ENV
 
 __all__ = ["RemoteCompressor", "URL_ENV"]
@@ -50,6 +50,9 @@ class RemoteCompressor:
         max_retry_wait: longest ``Retry-After`` honoured before giving up on a 429.
         config: per-request overrides sent with every call (``unit``, ``lookahead``...; see
             :class:`~specprefill_agents.service.schema.Overrides`).
+        affinity: the key a service scaled out over replicas routes this client's requests by
+            (an agent or thread id, printable ASCII); default: per request, a hash of the
+            segments' head (:func:`~specprefill_agents.service.affinity.affinity_key`).
 
     Budgets and stats are counted by the service (``stats.counted_with`` names the counter); a
     ``token_counter`` passed to a call cannot travel and is ignored, with a warning.
@@ -64,6 +67,7 @@ class RemoteCompressor:
         retries: int = 2,
         max_retry_wait: float = 5.0,
         config: dict[str, Any] | None = None,
+        affinity: str | None = None,
     ) -> None:
         url = url or os.environ.get(URL_ENV)
         if not url or not url.startswith(("http://", "https://")):
@@ -73,6 +77,12 @@ class RemoteCompressor:
         self.url = url.rstrip("/")
         self.timeout, self.retries, self.max_retry_wait = float(timeout), int(retries), float(max_retry_wait)
         self.config = dict(config or {})
+        if affinity is not None and not (
+            isinstance(affinity, str) and 0 < len(affinity) <= MAX_KEY_CHARS and affinity.isascii()
+            and affinity.isprintable()
+        ):
+            raise ConfigError(f"affinity must be 1-{MAX_KEY_CHARS} printable ASCII characters, got {affinity!r}")
+        self.affinity = affinity
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         self._headers = {"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {})}
         self._client: httpx.Client | None = None
@@ -237,7 +247,7 @@ class RemoteCompressor:
             "config": config,
             "deadline_s": self.timeout,
         }
-        key = affinity_key(segs)
+        key = self.affinity if self.affinity is not None else affinity_key(segs)
         headers = {AFFINITY_HEADER: key} if key is not None else {}
         return json.dumps(payload).encode("ascii"), headers  # ASCII escapes carry lone surrogates exactly
 

@@ -58,11 +58,13 @@ def request_affinity(pending_request: PendingRequest | None) -> str | None:
     """The request's affinity key: its ``X-Specprefill-Affinity`` header, else Ray's session id.
 
     An HTTP request reaches the router as the proxy's pickled ``StreamingHTTPRequest`` (its
-    ASGI scope holds the headers); a handle call may set ``session_id`` instead.
+    ASGI scope holds the headers); only the proxy's own HTTP requests are read so (never bytes
+    a handle caller passed); a handle call may set ``session_id`` instead.
     """
     if pending_request is None:
         return None
-    for arg in pending_request.args:
+    from_proxy = bool(getattr(pending_request.metadata, "is_http_request", False))
+    for arg in pending_request.args if from_proxy else ():
         scope = _asgi_scope(arg)
         if scope is None:
             continue
@@ -76,7 +78,7 @@ def request_affinity(pending_request: PendingRequest | None) -> str | None:
 def _asgi_scope(arg: Any) -> dict[str, Any] | None:
     if isinstance(arg, (bytes, bytearray)):
         try:
-            arg = pickle.loads(arg)  # the proxy's own message to the replica (never client bytes)
+            arg = pickle.loads(arg)  # the proxy's own message to the replica
         except Exception:
             return None
     scope = getattr(arg, "asgi_scope", None)

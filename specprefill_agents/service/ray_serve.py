@@ -17,8 +17,10 @@ Needs ``pip install "specprefill-agents[ray]"``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,14 +33,17 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "the scaled-out service needs Ray Serve: pip install 'specprefill-agents[ray]'"
     ) from exc
 
+import httpx
+
 from ..errors import ConfigError
+from .affinity import REPLICA_HEADER
 from .app import create_app
 from .engine import Engine
 from .ray_router import DEFAULT_IMBALANCE, AffinityRouter
 from .serve_cli import engine_factory, parse_builder_args, settings_from
 from .settings import ServiceSettings
 
-__all__ = ["DEPLOYMENT", "DEPLOYMENT_NAME", "DraftReplica", "app", "application", "run_replicas"]
+__all__ = ["DEPLOYMENT", "DEPLOYMENT_NAME", "DraftReplica", "app", "application", "run_replicas", "wait_for_replicas"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +134,23 @@ def _gpus(args: argparse.Namespace) -> float:
     return 1.0 if torch.cuda.is_available() else 0.0
 
 
+def wait_for_replicas(url: str, replicas: int, timeout: float = 60.0) -> set[str]:
+    """Block until keyless requests to ``url`` reach ``replicas`` distinct replicas (the names seen).
+
+    The proxies learn of new replicas a moment after Serve reports them running; until then an
+    agent's first requests would go to its home among fewer replicas.
+    """
+    seen: set[str] = set()
+    end = time.monotonic() + timeout
+    with httpx.Client(base_url=url, timeout=10) as client:
+        while len(seen) < replicas and time.monotonic() < end:
+            with contextlib.suppress(httpx.HTTPError):
+                seen.add(client.get("/healthz").headers.get(REPLICA_HEADER, ""))
+            time.sleep(0.05)
+    seen.discard("")
+    return seen
+
+
 def run_replicas(args: argparse.Namespace, settings: ServiceSettings) -> int:
     """``specprefill serve --ray``: join the Ray cluster running here (``ray start``) or at ``$RAY_ADDRESS``,
     else start one; serve until SIGTERM."""
@@ -140,6 +162,7 @@ def run_replicas(args: argparse.Namespace, settings: ServiceSettings) -> int:
     try:
         serve.start(http_options=HTTPOptions(host=settings.host, port=settings.port))
         serve.run(target, name=DEPLOYMENT_NAME, route_prefix="/")
+        wait_for_replicas(f"http://{_connect_host(settings.host)}:{settings.port}", args.replicas)
         logger.info(
             "listening",
             extra={"event": {"url": f"http://{settings.host}:{settings.port}", "replicas": args.replicas}},
@@ -151,6 +174,14 @@ def run_replicas(args: argparse.Namespace, settings: ServiceSettings) -> int:
         serve.delete(DEPLOYMENT_NAME)  # only this app: a joined cluster may serve others
         ray.shutdown()
     return 0
+
+
+def _connect_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def _interrupt(signum: int, frame: Any) -> None:

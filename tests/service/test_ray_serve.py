@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,7 @@ from specprefill_agents.errors import ConfigError  # noqa: E402
 from specprefill_agents.service import RemoteCompressor  # noqa: E402
 from specprefill_agents.service.affinity import REPLICA_HEADER  # noqa: E402
 from specprefill_agents.service.engine import Engine  # noqa: E402
-from specprefill_agents.service.ray_serve import app, application  # noqa: E402
+from specprefill_agents.service.ray_serve import app, application, wait_for_replicas  # noqa: E402
 from specprefill_agents.service.settings import ServiceSettings  # noqa: E402
 from specprefill_agents.testing import tiny_draft  # noqa: E402
 
@@ -51,28 +50,18 @@ def url() -> Iterator[str]:
                              cpus_per_replica=0.5)
         serve.run(target, name="specprefill", route_prefix="/")
         base = f"http://127.0.0.1:{port}"
-        _until_the_proxy_routes_to_both(base)
+        assert len(wait_for_replicas(base, 2)) == 2  # the proxy routes to both
         yield base
     finally:
         serve.shutdown()
         ray.shutdown()
 
 
-def _until_the_proxy_routes_to_both(base: str) -> None:
-    """The proxy learns of the replicas a moment after they are up; keyless requests reach both once it has."""
-    seen: set[str] = set()
-    deadline = time.monotonic() + 60
-    while len(seen) < 2 and time.monotonic() < deadline:
-        seen.add(httpx.get(base + "/healthz", timeout=10).headers[REPLICA_HEADER])
-        time.sleep(0.05)
-    assert len(seen) == 2, f"the proxy reached only {seen}"
-
-
 class Recorded:
     """A RemoteCompressor on the service that notes which replica answered each compression."""
 
-    def __init__(self, url: str) -> None:
-        self.client = RemoteCompressor(url, token=TOKEN, timeout=60)
+    def __init__(self, url: str, affinity: str | None = None) -> None:
+        self.client = RemoteCompressor(url, token=TOKEN, timeout=60, affinity=affinity)
         self.replicas: list[str] = []
         hooks = self.client._sync().event_hooks["response"]  # the client's own pooled connection
         hooks.append(lambda response: self.replicas.append(response.headers[REPLICA_HEADER]))
@@ -117,6 +106,13 @@ def test_agents_spread_over_both_replicas_and_each_keeps_its_own(url: str) -> No
     assert len(set().union(*homes.values())) == 2  # 16 agents over both replicas
     info = httpx.get(url + "/v1/info", headers={"authorization": f"Bearer {TOKEN}"}).json()
     assert info["replica"] in set().union(*homes.values()) and info["draft"]["loaded"]
+
+
+def test_a_fixed_affinity_pins_a_client_whatever_its_segments(url: str) -> None:
+    rec = Recorded(url, affinity="thread-42")
+    for n in range(40, 46):  # six heads that would spread over both replicas
+        rec.client.compress_segments(_agent(n, 0))
+    assert len(rec.replicas) == 6 and len(set(rec.replicas)) == 1
 
 
 def test_requests_without_a_key_and_the_service_routes_still_work(url: str) -> None:

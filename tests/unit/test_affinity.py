@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from specprefill_agents import Segment
+from specprefill_agents.errors import ConfigError
 from specprefill_agents.service.affinity import affinity_key, rank_replicas, route
 
 REPLICAS = [f"replica-{i}" for i in range(4)]
@@ -96,3 +97,12 @@ def test_without_a_key_requests_get_power_of_two_choices(replicas: list[str]) ->
         firsts[rank[0]] += 1
     assert set(firsts) == set(replicas)  # ties broken at random, not always the same replica
     assert route("k", [], {}, imbalance=8) == []
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 65, "new\nline", "caf\u00e9", 42])
+def test_a_fixed_client_affinity_must_fit_a_header(bad: object) -> None:
+    from specprefill_agents.service import RemoteCompressor
+
+    with pytest.raises(ConfigError, match="affinity must be"):
+        RemoteCompressor("http://127.0.0.1:9", affinity=bad)  # type: ignore[arg-type]
+    assert RemoteCompressor("http://127.0.0.1:9", affinity="thread-42").affinity == "thread-42"
