@@ -190,12 +190,19 @@ def settings_from(args: argparse.Namespace) -> ServiceSettings:
 def run_serve(args: argparse.Namespace) -> int:
     """Validate everything, then serve until SIGTERM (returns the exit status)."""
     settings = settings_from(args)
+    replicated = _ray_runner() if args.ray else None
     from .server import configure_logging, serve  # the web stack loads only for this command
 
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
-    if args.ray:
-        from .ray_serve import run_replicas
-
-        return run_replicas(args, settings)
+    if replicated is not None:
+        return int(replicated(args, settings))
     serve(engine_factory(args)(), settings, warm_up=not args.no_warm_up)
     return 0
+
+
+def _ray_runner() -> Callable[[argparse.Namespace, ServiceSettings], int]:
+    try:
+        from .ray_serve import run_replicas
+    except ImportError as exc:
+        raise ConfigError(f"--ray needs Ray Serve: pip install 'specprefill-agents[ray]' ({exc})") from exc
+    return run_replicas
