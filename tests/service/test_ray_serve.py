@@ -5,6 +5,7 @@ Skipped without ``ray[serve]`` (``pip install 'specprefill-agents[ray]'``).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ serve = pytest.importorskip("ray.serve")
 from specprefill_agents import Segment, SpecPrefillCompressor  # noqa: E402
 from specprefill_agents.errors import ConfigError  # noqa: E402
 from specprefill_agents.service import RemoteCompressor  # noqa: E402
-from specprefill_agents.service.affinity import REPLICA_HEADER  # noqa: E402
+from specprefill_agents.service.affinity import AFFINITY_HEADER, REPLICA_HEADER  # noqa: E402
 from specprefill_agents.service.engine import Engine  # noqa: E402
 from specprefill_agents.service.ray_serve import app, application, wait_for_replicas  # noqa: E402
 from specprefill_agents.service.settings import ServiceSettings  # noqa: E402
@@ -55,6 +56,18 @@ def url() -> Iterator[str]:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def small_url(url: str) -> str:
+    """A second app on the same Ray: two replicas that hold two requests each (a proxy queue of two)."""
+    base = url + "/small"
+    settings = ServiceSettings(port=0, token=TOKEN, queue_size=2)
+    target = application(functools.partial(Engine, _draft(), SERVICE_CONFIG), settings, replicas=2,
+                         cpus_per_replica=0.5)
+    serve.run(target, name="small", route_prefix="/small")
+    assert len(wait_for_replicas(base, 2)) == 2
+    return base
 
 
 class Recorded:
@@ -113,6 +126,29 @@ def test_a_fixed_affinity_pins_a_client_whatever_its_segments(url: str) -> None:
     for n in range(40, 46):  # six heads that would spread over both replicas
         rec.client.compress_segments(_agent(n, 0))
     assert len(rec.replicas) == 6 and len(set(rec.replicas)) == 1
+
+
+def test_a_full_home_replica_does_not_pin_its_agent(small_url: str) -> None:
+    """Four concurrent requests of one agent: its home holds two, the other two go to the other replica."""
+    seen: list[str] = []
+
+    async def burst() -> list[Any]:
+        async with httpx.AsyncClient(base_url=small_url, timeout=120,
+                                     event_hooks={"response": [_note(seen)]}) as client:
+            body = {"segments": [{"text": SOURCE[i * 4000 : (i + 1) * 4000], "role": "tool"} for i in range(3)]}
+            headers = {"authorization": f"Bearer {TOKEN}", AFFINITY_HEADER: "one-busy-agent"}
+            return await asyncio.gather(*(client.post("/v1/compress", json=body, headers=headers) for _ in range(4)))
+
+    answers = asyncio.run(burst())
+    assert [a.status_code for a in answers] == [200] * 4
+    assert len(set(seen)) == 2  # the home was full: no request waited for it
+
+
+def _note(seen: list[str]) -> Any:
+    async def hook(response: httpx.Response) -> None:
+        seen.append(response.headers[REPLICA_HEADER])
+
+    return hook
 
 
 def test_requests_without_a_key_and_the_service_routes_still_work(url: str) -> None:
