@@ -4,6 +4,9 @@
 * ``app.create_app`` / ``server.serve``: the FastAPI app and its uvicorn runner
   (``pip install "specprefill-agents[service]"``; ``specprefill serve``).
 * ``schema``: the versioned wire format.
+* ``ray_serve``: the service scaled out over Ray Serve replicas, routed by prefix affinity
+  (``affinity``: the agent key and the rendezvous ranking; ``ray_router``: Ray's request router)
+  (``pip install "specprefill-agents[ray]"``; ``specprefill serve --ray``).
 
 Importing this package loads nothing optional: ``RemoteCompressor`` loads ``httpx`` on first
 access, and the web stack loads with ``app``.

@@ -3,7 +3,8 @@
 Routes: ``POST /v1/compress``, ``GET /v1/info``, ``GET /healthz`` (alive), ``GET /readyz``
 (draft loaded and warm), ``GET /metrics`` (Prometheus text).  Every route but ``/healthz``
 needs ``Authorization: Bearer <token>`` when the service has a token.  Errors are JSON
-(:class:`~.schema.ErrorResponse`).
+(:class:`~.schema.ErrorResponse`).  An app that is one replica of several (``replica=``)
+names it in every response's ``X-Specprefill-Replica`` header and in ``/v1/info``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 from .. import __version__
 from ..errors import ConfigError, InputError
 from ..serialization import result_to_dict
+from .affinity import REPLICA_HEADER
 from .engine import Engine
 from .metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from .schema import SCHEMA_VERSION, CompressRequest
@@ -55,10 +57,10 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 
 class _Service:
-    """What the routes share: settings, engine, worker, metrics, readiness."""
+    """What the routes share: settings, engine, worker, metrics, readiness (and the replica's name)."""
 
-    def __init__(self, engine: Engine, settings: ServiceSettings, warm_up: bool) -> None:
-        self.engine, self.settings, self.warm_up = engine, settings, warm_up
+    def __init__(self, engine: Engine, settings: ServiceSettings, warm_up: bool, replica: str | None = None) -> None:
+        self.engine, self.settings, self.warm_up, self.replica = engine, settings, warm_up, replica
         self.ready = threading.Event()
         self.metrics = ServiceMetrics(lambda: self.worker.depth(), engine.cache_bytes)
         engine.on_shared_forward = self.metrics.shared_rows.observe
@@ -110,9 +112,14 @@ class _Service:
         threading.Thread(target=warm, name="specprefill-warm-up", daemon=True).start()
 
 
-def create_app(engine: Engine, settings: ServiceSettings | None = None, *, warm_up: bool = True) -> FastAPI:
-    """The service's app. The worker starts and the draft warms up when the app starts (lifespan)."""
-    service = _Service(engine, settings or ServiceSettings(), warm_up)
+def create_app(
+    engine: Engine, settings: ServiceSettings | None = None, *, warm_up: bool = True, replica: str | None = None
+) -> FastAPI:
+    """The service's app. The worker starts and the draft warms up when the app starts (lifespan).
+
+    ``replica``: this app's name among the replicas of a scaled-out service (answered in a header).
+    """
+    service = _Service(engine, settings or ServiceSettings(), warm_up, replica)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -125,7 +132,28 @@ def create_app(engine: Engine, settings: ServiceSettings | None = None, *, warm_
     app = FastAPI(title="specprefill draft service", version=__version__, lifespan=lifespan)
     app.state.service = service
     _routes(app, service)
+    if replica is not None:
+        app.add_middleware(_ReplicaHeader, value=replica)
     return app
+
+
+class _ReplicaHeader:
+    """ASGI middleware: every HTTP response carries ``X-Specprefill-Replica: <value>``."""
+
+    def __init__(self, app: Any, value: str) -> None:
+        self.app, self.header = app, (REPLICA_HEADER.encode("ascii"), value.encode("latin-1"))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 def _routes(app: FastAPI, service: _Service) -> None:
@@ -170,6 +198,7 @@ def _routes(app: FastAPI, service: _Service) -> None:
                 "batching": {"enabled": s.batching, "max_batch": s.max_batch, "shared_forwards": s.shared_forwards},
                 "cache_per_token": s.cache_per_token,
                 "ready": service.ready.is_set(),
+                **({"replica": service.replica} if service.replica is not None else {}),
             }
         )
 

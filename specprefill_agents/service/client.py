@@ -7,6 +7,8 @@ service refused it unrun) once its ``Retry-After`` passed; a request that reache
 is never sent twice.  Down, unreachable, timed out, 5xx, or still 429 after the retries:
 :class:`~specprefill_agents.ServiceUnavailableError`, which integrations' ``on_failure`` turns
 into a pass-through.  Other 4xx (bad token, too large, invalid): :class:`ServiceRequestError`.
+Each request names its agent (``X-Specprefill-Affinity``: a hash of the segments' head), which
+a service scaled out over Ray Serve replicas routes by.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..errors import ConfigError, InputError, ServiceRequestError, ServiceUnavai
 from ..serialization import result_from_dict, segment_to_dict
 from ..types import CompressionResult, Segment
 from . import URL_ENV
+from .affinity import AFFINITY_HEADER, MAX_KEY_CHARS, affinity_key
 from .settings import TOKEN_ENV
 
 __all__ = ["RemoteCompressor", "URL_ENV"]
@@ -47,6 +50,9 @@ class RemoteCompressor:
         max_retry_wait: longest ``Retry-After`` honoured before giving up on a 429.
         config: per-request overrides sent with every call (``unit``, ``lookahead``...; see
             :class:`~specprefill_agents.service.schema.Overrides`).
+        affinity: the key a service scaled out over replicas routes this client's requests by
+            (an agent or thread id, printable ASCII); default: per request, a hash of the
+            segments' head (:func:`~specprefill_agents.service.affinity.affinity_key`).
 
     Budgets and stats are counted by the service (``stats.counted_with`` names the counter); a
     ``token_counter`` passed to a call cannot travel and is ignored, with a warning.
@@ -61,6 +67,7 @@ class RemoteCompressor:
         retries: int = 2,
         max_retry_wait: float = 5.0,
         config: dict[str, Any] | None = None,
+        affinity: str | None = None,
     ) -> None:
         url = url or os.environ.get(URL_ENV)
         if not url or not url.startswith(("http://", "https://")):
@@ -70,6 +77,12 @@ class RemoteCompressor:
         self.url = url.rstrip("/")
         self.timeout, self.retries, self.max_retry_wait = float(timeout), int(retries), float(max_retry_wait)
         self.config = dict(config or {})
+        if affinity is not None and not (
+            isinstance(affinity, str) and 0 < len(affinity) <= MAX_KEY_CHARS and affinity.isascii()
+            and affinity.isprintable()
+        ):
+            raise ConfigError(f"affinity must be 1-{MAX_KEY_CHARS} printable ASCII characters, got {affinity!r}")
+        self.affinity = affinity
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         self._headers = {"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {})}
         self._client: httpx.Client | None = None
@@ -90,10 +103,12 @@ class RemoteCompressor:
         gap_refs: bool | None = None,
     ) -> CompressionResult:
         """Compress on the service (same arguments and result as the in-process compressor)."""
-        body = self._body(segments, query, keep_ratio, max_tokens, token_counter, gap_refs)
+        body, headers = self._body(segments, query, keep_ratio, max_tokens, token_counter, gap_refs)
         for attempt in range(self.retries + 1):
             try:
-                answer: httpx.Response | httpx.HTTPError = self._sync().post("/v1/compress", content=body)
+                answer: httpx.Response | httpx.HTTPError = self._sync().post(
+                    "/v1/compress", content=body, headers=headers
+                )
             except httpx.HTTPError as exc:
                 answer = exc
             result, wait = self._outcome(answer, attempt)
@@ -113,10 +128,12 @@ class RemoteCompressor:
         gap_refs: bool | None = None,
     ) -> CompressionResult:
         """The async twin of :meth:`compress_segments` (same rules, same result)."""
-        body = self._body(segments, query, keep_ratio, max_tokens, token_counter, gap_refs)
+        body, headers = self._body(segments, query, keep_ratio, max_tokens, token_counter, gap_refs)
         for attempt in range(self.retries + 1):
             try:
-                answer: httpx.Response | httpx.HTTPError = await self._aclient().post("/v1/compress", content=body)
+                answer: httpx.Response | httpx.HTTPError = await self._aclient().post(
+                    "/v1/compress", content=body, headers=headers
+                )
             except httpx.HTTPError as exc:
                 answer = exc
             result, wait = self._outcome(answer, attempt)
@@ -205,7 +222,8 @@ class RemoteCompressor:
         max_tokens: int | None,
         token_counter: Any,
         gap_refs: bool | None = None,
-    ) -> bytes:
+    ) -> tuple[bytes, dict[str, str]]:
+        """The request body, and its affinity header (a replicated service routes an agent by it)."""
         segs = _validate_segments(segments)
         if query is not None and not isinstance(query, str):
             raise InputError(f"query must be a str or None, got {type(query).__name__}")
@@ -229,7 +247,9 @@ class RemoteCompressor:
             "config": config,
             "deadline_s": self.timeout,
         }
-        return json.dumps(payload).encode("ascii")  # ASCII escapes carry lone surrogates exactly
+        key = self.affinity if self.affinity is not None else affinity_key(segs)
+        headers = {AFFINITY_HEADER: key} if key is not None else {}
+        return json.dumps(payload).encode("ascii"), headers  # ASCII escapes carry lone surrogates exactly
 
     def _outcome(
         self, answer: httpx.Response | httpx.HTTPError, attempt: int

@@ -110,3 +110,11 @@ def test_json_holds_valid_unicode_and_the_exact_bytes_of_undecodable_input(
     payload["texts"][0].encode("utf-8")  # no lone surrogates: any strict JSON reader takes it
     assert "\ufffd" in payload["texts"][0]
     assert base64.b64decode(payload["raw_base64"]["0"]) == data  # short: passed through whole
+
+
+def test_serve_ray_without_ray_says_what_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
+    monkeypatch.delitem(sys.modules, "specprefill_agents.service.ray_serve", raising=False)
+    assert cli.main(["serve", "--ray", "--replicas", "2"]) == 1
+    assert "pip install 'specprefill-agents[ray]'" in capsys.readouterr().err
