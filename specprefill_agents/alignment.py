@@ -39,11 +39,14 @@ DETECT_CHARS = 50_000
 CODE_LINE_SHARE = 0.5
 #: Share of symbol characters (not letter/digit/space) that marks a line or text as code.
 SYMBOL_DENSITY = 0.3
+#: Words from which a line holding a sentence end is a line of prose (see :func:`_heading`).
+PROSE_WORDS = 6
 
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}|\b\d{1,2}:\d{2}:\d{2}\b")
 _ASSIGN = re.compile(r"^\s*[A-Za-z_$][\w.$\[\]'\"]*\s*(?:[-+*/%|&^]?=|:=)\s*\S")
 _KEY_VALUE = re.compile(r"^\s*[\w.\-\"']+\s*:(?:\s|$)")
 _SYMBOL = re.compile(r"[^\w\s]")
+_SENTENCE_END = re.compile(r"\w[.!?][\"')\]]*(?:\s|$)")
 _MARKUP_START = ("{", "}", "[", "]", "<", "|")
 _CODE_END = ("{", "}", "[", "(", ";", ":", ",")
 
@@ -74,12 +77,29 @@ def _weak_code_line(line: str) -> bool:
     )
 
 
+def _code_like(line: str) -> bool:
+    return _weak_code_line(line) or _strong_code_line(line)
+
+
+def _prose_line(line: str) -> bool:
+    """An unindented line of at least :data:`PROSE_WORDS` words holding a sentence end, with no
+    code signal: a paragraph, not a statement."""
+    return len(line.split()) >= PROSE_WORDS and bool(_SENTENCE_END.search(line)) and not _code_like(line)
+
+
+def _heading(line: str, following: str) -> bool:
+    """A line ending in ``:`` that introduces a paragraph (``Document 1:`` above a passage), which
+    code never does (a block opened by ``:`` is indented, a YAML key holds short values)."""
+    return line.rstrip().endswith(":") and _prose_line(following)
+
+
 def detect_kind(text: str) -> Kind:
     """Guess whether ``text`` is ``"code"`` (source, JSON, YAML, logs, tables) or ``"prose"``.
 
     A line is *code-like* when it is indented, ends with one of ``{ } [ ( ; : ,``,
     starts with ``{ } [ ] < |``, is a ``key: value`` or ``name = value`` line,
-    carries a timestamp, or more than 30% of its visible characters are symbols.
+    carries a timestamp, or more than 30% of its visible characters are symbols;
+    a heading (a line ending in ``:`` followed by a line of prose sentences) is not.
     A multi-line text is code when at least half its non-blank lines are code-like;
     a single line only on the strong signals (markup with symbols, timestamp,
     assignment, symbol density), so a prose sentence ending in ``:`` stays prose.
@@ -90,7 +110,10 @@ def detect_kind(text: str) -> Kind:
         return "prose"
     if len(lines) == 1:
         return "code" if _strong_code_line(lines[0]) else "prose"
-    code_like = sum(1 for line in lines if _weak_code_line(line) or _strong_code_line(line))
+    code_like = sum(
+        1 for line, following in zip(lines, [*lines[1:], ""])
+        if _code_like(line) and not _heading(line, following)
+    )
     return "code" if code_like >= CODE_LINE_SHARE * len(lines) else "prose"
 
 

@@ -54,6 +54,19 @@ MARKDOWN = (
     "- Run the installer and follow the prompts."
 )
 
+# RULER's qa_1 layout: SQuAD paragraphs, one line each, under "Document N:" headings (half the lines end in ':')
+DOCUMENTS = (
+    "Document 1:\n"
+    "In 1096, Crusaders passing by the siege of Amalfi were joined by Bohemond of Taranto. Bohemond was the "
+    "de facto leader of the Crusade during its passage through Asia Minor.[citation needed]\n\n"
+    "Document 2:\n"
+    "When Edward the Confessor returned from his father's refuge in 1041, he brought with him a Norman-educated "
+    "mind. He also brought many Norman counsellors and fighters.\n\n"
+    "Document 3:\n"
+    "The French Wars of Religion in the 16th century drove many Huguenots abroad. Some of them settled in "
+    "the Cape Colony, where they founded vineyards.\n"
+)
+
 
 @pytest.mark.parametrize(
     ("text", "kind"),
@@ -66,6 +79,7 @@ MARKDOWN = (
         (TABLE, "code"),
         (PROSE, "prose"),
         (MARKDOWN, "prose"),
+        (DOCUMENTS, "prose"),
         ("Answer the question below:", "prose"),
         ("A single line of ordinary prose, with a comma.", "prose"),
         ("", "prose"),
