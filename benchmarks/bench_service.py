@@ -3,19 +3,17 @@
 Each of ``--clients`` threads plays an agent loop with its own ``RemoteCompressor``: every
 step sends a shared prefix (a system prompt and a reference document every agent has) plus
 its own growing tool outputs (slices of real standard-library sources) and a new question.
-Servers run one after the other on the same workload, one per mode (``--modes``):
-
-* ``shared``: batching on (one worker takes micro-batches) and the requests of a round run side
-  by side with their query blocks and lookahead decode steps in shared draft forwards;
-* ``rounds``: batching on, a round's requests one after another (no forward shared);
-* ``off``: one thread per request (``--max-batch`` threads), each request's forwards its own.
+Servers run one after the other on the same workload, batching on and off, ``--max-batch``
+worker threads each: on, the query blocks and lookahead decode steps of the requests in flight
+run as the rows of shared draft forwards (and queued identical requests are computed once);
+off, each request's forwards are its own.
 
 The run is bounded: ``--steps`` requests per client and ``--max-seconds`` per mode, whichever
 ends first.  Reported per mode: requests sent / answered / failed / lost (sent, never answered),
-p50 and p99 latency, throughput, mean worker round size and mean requests per shared forward,
-draft tokens forwarded and reused (the shared KV cache); the ratios of ``shared`` to the other
-modes; and peak memory (RSS) of the server, of one client process, and of one in-process
-compressor (what each of N agents would hold without the service).
+p50 and p99 latency, throughput, mean requests in flight and mean requests per shared forward,
+draft tokens forwarded and reused (the shared KV cache); the on / off ratios; and peak memory
+(RSS) of the server, of one client process, and of one in-process compressor (what each of N
+agents would hold without the service).
 
     python -m benchmarks.bench_service [--draft tiny|embedded] [--clients 4] [--steps 4]
 """
@@ -119,8 +117,7 @@ def serve_main(args: argparse.Namespace) -> None:
     configure_logging()
     settings = ServiceSettings(
         port=args.port,
-        batching=args.batching != "off",
-        shared_forwards=args.batching == "shared",
+        batching=args.batching == "on",
         max_batch=args.max_batch,
         queue_size=args.queue_size,
         deadline_s=600.0,
@@ -267,7 +264,7 @@ def run_mode(args: argparse.Namespace, batching: str, out_dir: Path) -> dict[str
             "tokens_in": sum(e["tokens_in"] for e in ok),
             "errors": sorted({e["error"] for e in flat if "error" in e})[:5],
         }
-        if batching == "shared":
+        if batching == "on":
             summary["client_peak_rss_mib"] = round(_child(args, "--client", "--url", url)["peak_rss_mib"], 1)
         summary["server_peak_rss_mib"] = round(_peak_rss_mib(proc.pid), 1)
         return summary
@@ -297,14 +294,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = Path(tempfile.mkdtemp(prefix="bench_service_"))  # server logs
     load_before = os.getloadavg()
     modes = args.modes.split(",")
-    if "shared" not in modes or not set(modes) <= set(MODES):
-        raise SystemExit(f"--modes: a comma list of {', '.join(MODES)} that includes shared")
+    if "on" not in modes or not set(modes) <= set(MODES):
+        raise SystemExit(f"--modes: a comma list of {', '.join(MODES)} that includes on")
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     for _ in range(args.rounds):  # alternate, so a change in the machine's load hits every mode
         for mode in modes:
             runs[mode].append(run_mode(args, mode, out_dir))
     best = {m: min(runs[m], key=lambda r: r["wall_s"]) for m in modes}  # each mode's best round
-    shared = best["shared"]
+    on = best["on"]
     inproc = _child(args, "--inprocess")["peak_rss_mib"]
     return {
         "machine": {
@@ -323,27 +320,25 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "max_batch": args.max_batch,
         "queue_size": args.queue_size,
         "results": best,
-        "ratios_of_shared": {m: _ratios(shared, best[m]) for m in modes if m != "shared"},
+        "ratios_on_over_off": _ratios(on, best["off"]) if "off" in best else {},
         "memory_mib": {
-            "server": shared["server_peak_rss_mib"],
-            "one_client_process": shared["client_peak_rss_mib"],
+            "server": on["server_peak_rss_mib"],
+            "one_client_process": on["client_peak_rss_mib"],
             "one_inprocess_compressor": round(inproc, 1),
             f"{args.clients}_agents_with_service": round(
-                shared["server_peak_rss_mib"] + args.clients * shared["client_peak_rss_mib"], 1
+                on["server_peak_rss_mib"] + args.clients * on["client_peak_rss_mib"], 1
             ),
             f"{args.clients}_agents_inprocess": round(args.clients * inproc, 1),
         },
     }
 
 
-MODES = ("shared", "rounds", "off")
+MODES = ("on", "off")
 MODE_NOTES = {
-    "shared": "batching on: one worker takes up to max_batch queued requests per round, computes identical "
-    "requests once and runs the distinct ones side by side (a prefix two of them share computed once), "
-    "their query blocks and lookahead decode steps as the rows of shared draft forwards",
-    "rounds": "batching on, no shared forward: the same rounds, their requests one after another "
-    "(shared prefixes adjacent)",
-    "off": "one thread per request on the shared compressor, each request's forwards its own",
+    "on": "batching: max_batch worker threads, each taking the next request (with the queued requests identical "
+    "to it, computed once); a prefix two requests need is computed once, and the query blocks and lookahead "
+    "decode steps of the requests in flight run as the rows of shared draft forwards",
+    "off": "max_batch worker threads, each request's forwards its own",
 }
 
 
@@ -375,8 +370,7 @@ def _markdown(r: dict[str, Any]) -> str:
     ):
         rows.append(f"| {key} | " + " | ".join(str(r["results"][m][key]) for m in modes) + " |")
     mem = "\n".join(f"| {k} | {v} |" for k, v in r["memory_mib"].items())
-    ratios = "; ".join(f"over {m}: " + ", ".join(f"{k} {v}" for k, v in rs.items())
-                       for m, rs in r["ratios_of_shared"].items())
+    ratios = ", ".join(f"{k} {v}" for k, v in r["ratios_on_over_off"].items())
     notes = "\n".join(f"- `{m}`: {MODE_NOTES[m]}." for m in modes)
     load = r["machine"]["load_average_before_after"]
     return (
@@ -389,7 +383,7 @@ def _markdown(r: dict[str, Any]) -> str:
         f"a system prompt and a reference document); torch threads {r.get('torch_threads', 1)}.\n\n"
         f"{notes}\n\n"
         + "\n".join(rows)
-        + f"\n\nRatios of `shared`: {ratios}.\n\n| peak memory (MiB) | |\n|---|---|\n{mem}\n"
+        + f"\n\nOn / off ratios: {ratios}.\n\n| peak memory (MiB) | |\n|---|---|\n{mem}\n"
     )
 
 
@@ -402,7 +396,7 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--queue-size", type=int, default=64)
     p.add_argument("--rounds", type=int, default=1, help="rounds of both modes (the best of each is reported)")
-    p.add_argument("--modes", default="shared,rounds,off", help="modes, in their order within a round")
+    p.add_argument("--modes", default="on,off", help="modes, in their order within a round")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the server (and in-process compressor)")
     p.add_argument("--max-seconds", type=float, default=90.0, help="per mode; no new request after it")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/service_cpu.json"))
@@ -411,7 +405,7 @@ def main() -> None:
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--url", default="", help=argparse.SUPPRESS)
-    p.add_argument("--batching", default="shared", choices=MODES, help=argparse.SUPPRESS)
+    p.add_argument("--batching", default="on", choices=MODES, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
         return serve_main(args)

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from specprefill_agents import Segment, SpecPrefillCompressor
-from specprefill_agents.segment_scoring import SegmentScorer, asked_query
+from specprefill_agents.budget import countable
+from specprefill_agents.segment_scoring import PROTECTED_EDGE_TOKENS, SegmentScorer, asked_query
 from specprefill_agents.types import SegmentScores, TokenScores
 
 __all__ = ["StoredScoresCompressor"]
@@ -39,9 +40,18 @@ class _StoredScorer:
         self._lock = threading.Lock()
 
     def key(self, segments: Sequence[Segment], query: str | None) -> str:
-        blob = json.dumps([self.scorer.draft.name, self.inner.config.to_json(),
-                           [(s.role, s.text, s.kind) for s in segments], asked_query(segments, query)])
+        parts = [[s.role, s.text, s.kind, *self._edges(s)] for s in segments]
+        blob = json.dumps([self.scorer.draft.name, self.inner.config.to_json(), parts, asked_query(segments, query)])
         return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+    def _edges(self, segment: Segment) -> list[Any]:
+        """``["edges", n]`` when the draft reads ``segment`` only by its first and last ``n`` tokens
+        (a long segment that is never cut), else nothing: a key names what the draft reads."""
+        edge = PROTECTED_EDGE_TOKENS
+        if segment.may_compress or len(segment.text) <= 2 * edge:
+            return []
+        ids = self.scorer.draft.tokenizer(countable(segment.text), add_special_tokens=False)["input_ids"]
+        return ["edges", edge] if len(ids) > 2 * edge else []
 
     def score(self, segments: Sequence[Segment], query: str | None,
               max_input_tokens: int | None = None) -> TokenScores:

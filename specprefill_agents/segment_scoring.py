@@ -173,14 +173,18 @@ def _tokenize(tokenizer: Any, segments: Sequence[Segment]) -> _Prompt:
     return _Prompt(ids, ranges, offsets)
 
 
-#: A segment that is never cut (protected, or not compressible) is read by the draft only as
-#: context for the others: past twice this many tokens, only its first and last this many.
-PROTECTED_EDGE_TOKENS = 64
+#: A segment that is never cut (protected, or not compressible) is read by the draft whole up to
+#: twice this many tokens, as context for the others (instructions with a worked example, a
+#: system prompt); past that (a huge tool-call argument), only its first and last this many.
+#: 64 cost RULER's vt 3 to 4 of 8 instances at every budget (its 422-token worked example read
+#: by its edges): ``benchmarks/results/ruler_4k_vt_protected_whole_cpu_epyc.md``.
+PROTECTED_EDGE_TOKENS = 1024
 
 
 def _context_view(seg: Segment, ids: list[int], offsets: np.ndarray) -> tuple[list[int], np.ndarray]:
-    """What the draft reads of ``seg``: all of a compressible segment; of one that is never cut,
-    its first and last :data:`PROTECTED_EDGE_TOKENS` tokens (no cost for what cannot be cut)."""
+    """What the draft reads of ``seg``: all of a compressible segment; of one that is never cut and
+    longer than twice :data:`PROTECTED_EDGE_TOKENS`, its first and last that many tokens (a bounded
+    cost for what cannot be cut)."""
     edge = PROTECTED_EDGE_TOKENS
     if seg.may_compress or len(ids) <= 2 * edge:
         return ids, offsets

@@ -71,7 +71,6 @@ class _Service:
             settings.batching,
             on_batch=self.metrics.batch.observe,
             on_run=self.metrics.compressions.inc,
-            shared_forwards=settings.shared_forwards,
         )
 
     def check_auth(self, request: Request) -> str:
@@ -195,7 +194,7 @@ def _routes(app: FastAPI, service: _Service) -> None:
                 "schema": SCHEMA_VERSION,
                 **service.engine.info(),
                 "limits": limits,
-                "batching": {"enabled": s.batching, "max_batch": s.max_batch, "shared_forwards": s.shared_forwards},
+                "batching": {"enabled": s.batching, "max_batch": s.max_batch},
                 "cache_per_token": s.cache_per_token,
                 "ready": service.ready.is_set(),
                 **({"replica": service.replica} if service.replica is not None else {}),

@@ -77,19 +77,13 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         "--max-batch",
         type=int,
         default=_DEFAULTS.max_batch,
-        help=f"queued requests the worker takes per round (default {_DEFAULTS.max_batch}); "
-        f"with --no-batching, the number of worker threads",
+        help=f"requests in flight at most: worker threads on the shared draft (default {_DEFAULTS.max_batch})",
     )
     p.add_argument(
         "--no-batching",
         action="store_true",
-        help="run each request on its own thread instead of one worker's micro-batches",
-    )
-    p.add_argument(
-        "--no-shared-forwards",
-        action="store_true",
-        help="with batching, run a round's requests one after another instead of side by side with "
-        "their query blocks and lookahead steps in shared draft forwards",
+        help="each request's draft forwards its own, instead of the query blocks and lookahead steps of the "
+        "requests in flight sharing forwards (and queued identical requests computed once)",
     )
     p.add_argument(
         "--deadline",
@@ -203,7 +197,6 @@ def settings_from(args: argparse.Namespace) -> ServiceSettings:
         queue_size=args.queue_size,
         max_batch=args.max_batch,
         batching=not args.no_batching,
-        shared_forwards=not args.no_shared_forwards,
         deadline_s=args.deadline,
         drain_s=args.drain,
     )

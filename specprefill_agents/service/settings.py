@@ -47,16 +47,11 @@ class ServiceSettings:
         "Most characters over all segments and the query of one request (413 above).", 2_000_000
     )
     queue_size: int = _help("Requests waiting for the draft at most; more get 429 with Retry-After.", 64)
-    max_batch: int = _help("Most queued requests the worker takes in one round (micro-batch).", 16)
+    max_batch: int = _help("Requests in flight at most (worker threads on the shared draft).", 16)
     batching: bool = _help(
-        "One worker owns the draft and serves queued requests in micro-batches "
-        "(identical requests computed once, shared prefixes back to back); off: "
-        "each request runs on its own thread against the shared compressor.",
-        True,
-    )
-    shared_forwards: bool = _help(
-        "With batching, the requests of a round run side by side and their query blocks and lookahead "
-        "decode steps share the draft's forward passes (off: a round's requests run one after another).",
+        "Requests in flight share the draft's forwards: their query blocks and lookahead decode steps run "
+        "as the rows of one batch, and queued requests identical to one being taken are computed once; "
+        "off: each request's forwards are its own.",
         True,
     )
     deadline_s: float = _help(

@@ -1,17 +1,14 @@
 """The bounded queue in front of the draft, and the threads that serve it.
 
-Three ways to serve, one shared compressor (and KV prefix cache) under all of them:
-
-* batching with ``shared_forwards`` (the default): ``max_batch`` threads each take the next
-  queued request, together with every queued request identical to it (computed once), and run
-  it seated at the draft's :class:`~specprefill_agents.scoring.batching.BlockBatcher`.  Each
-  restores or prefills its own windows' KV (a prefix two of them need is computed once: the KV
-  prefix cache makes the second wait for the first), and the query blocks and lookahead decode
-  steps of every request in flight run as the rows of shared forwards.  A thread that finishes
-  takes the next request at once: a long prefill holds up no one but its own request.
-* batching without ``shared_forwards``: one thread takes up to ``max_batch`` queued requests per
-  round, identical ones computed once, the others one after another, shared prefixes adjacent.
-* no batching: ``max_batch`` threads, each request alone on its own thread.
+``max_batch`` threads share one compressor (and KV prefix cache).  With batching on, each
+thread takes the next queued request together with every queued request identical to it
+(computed once) and runs it seated at the draft's
+:class:`~specprefill_agents.scoring.batching.BlockBatcher`: each request restores or prefills
+its own windows' KV (a prefix two of them need is computed once: the KV prefix cache makes the
+second wait for the first), and the query blocks and lookahead decode steps of the requests in
+flight run as the rows of shared forwards.  A thread that finishes takes the next request at
+once, so a long prefill holds up only its own request.  With batching off, each request runs
+alone on its thread, its forwards its own.
 
 A request still queued past its deadline, or whose client went away, is dropped unrun.
 """
@@ -63,7 +60,7 @@ class Job:
     namespace: str = ""  # the tenant's cache namespace ("" shared)
     future: Future[Any] = field(default_factory=Future)
     enqueued: float = field(default_factory=time.monotonic)
-    batch_size: int = 0  # requests in its round; with shared forwards, requests in flight when it was taken
+    batch_size: int = 0  # requests in flight when it was taken (itself included)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def alive(self) -> bool:
@@ -80,16 +77,14 @@ class Job:
 
 
 class Worker:
-    """Serves :class:`Job` s from a bounded queue on ``engine``; ``on_batch(n)`` sees how many requests
-    each take started with (a round's size; with shared forwards, the requests in flight) and
-    ``on_run()`` each compression the draft ran (identical requests taken together run once)."""
+    """Serves :class:`Job` s from a bounded queue on ``engine``; ``on_batch(n)`` sees the requests in
+    flight as each one starts and ``on_run()`` each compression the draft ran (identical requests
+    taken together run once)."""
 
     def __init__(
-        self, engine: Engine, queue_size: int, max_batch: int, batching: bool, on_batch: Any = None, on_run: Any = None,
-        shared_forwards: bool = True,
+        self, engine: Engine, queue_size: int, max_batch: int, batching: bool, on_batch: Any = None, on_run: Any = None
     ) -> None:
         self.engine, self.queue_size, self.max_batch, self.batching = engine, queue_size, max_batch, batching
-        self.shared_forwards = batching and shared_forwards
         self._queue: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -98,12 +93,8 @@ class Worker:
         self._on_batch = on_batch or (lambda n: None)
         self._on_run = on_run or (lambda: None)
         self._threads = [
-            threading.Thread(target=self._loop, name=f"specprefill-worker-{i}", daemon=True)
-            for i in range(self._workers())
+            threading.Thread(target=self._loop, name=f"specprefill-worker-{i}", daemon=True) for i in range(max_batch)
         ]
-
-    def _workers(self) -> int:
-        return 1 if self.batching and not self.shared_forwards else self.max_batch
 
     def start(self) -> None:
         for thread in self._threads:
@@ -144,61 +135,48 @@ class Worker:
 
     def _retry_after(self) -> int:
         per = sum(self._seconds) / len(self._seconds) if self._seconds else 1.0
-        return max(1, math.ceil(per * (len(self._queue) + 1) / self._workers()))
+        return max(1, math.ceil(per * (len(self._queue) + 1) / self.max_batch))
 
     def _take(self) -> list[Job] | None:
-        """The next round (batching without shared forwards), or the next request with the queued
-        requests identical to it; None once stopping and empty."""
+        """The next request, with the queued requests identical to it when batching; None once
+        stopping and empty."""
         with self._cond:
             while not self._queue and not self._stopping:
                 self._cond.wait()
             if not self._queue:
                 return None
-            if self.batching and not self.shared_forwards:
-                batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
-            else:
-                first = self._queue.popleft()
-                same = [job for job in self._queue if job.key == first.key] if self.shared_forwards else []
-                for job in same:
-                    self._queue.remove(job)
-                batch = [first, *same]
+            first = self._queue.popleft()
+            same = [job for job in self._queue if job.key == first.key] if self.batching else []
+            for job in same:
+                self._queue.remove(job)
             self._busy += 1
-            size = self._busy if self.shared_forwards else len(batch)
-            for job in batch:
-                job.batch_size = size
-            return batch
+            for job in (first, *same):
+                job.batch_size = self._busy
+            return [first, *same]
 
     def _loop(self) -> None:
         batcher = self._batcher()
-        while (batch := self._take()) is not None:
+        while (jobs := self._take()) is not None:
             try:
-                self._on_batch(batch[0].batch_size)
-                if batcher is not None:
+                self._on_batch(jobs[0].batch_size)
+                alive = [job for job in jobs if job.alive()]
+                if alive and batcher is not None:
                     with batcher.joined():
-                        self._serve(batch)
-                else:
-                    self._serve(batch)
+                        self._run(alive)
+                elif alive:
+                    self._run(alive)
             finally:
                 with self._cond:
                     self._busy -= 1
 
     def _batcher(self) -> Any:
-        """The draft's block batcher with shared forwards (None: each request's forwards its own)."""
-        if not self.shared_forwards:
+        """The draft's block batcher when batching (None: each request's forwards its own)."""
+        if not self.batching:
             return None
         try:
             return self.engine.batcher()
         except Exception:  # the draft does not load: each request reports it on its own
             return None
-
-    def _serve(self, batch: list[Job]) -> None:
-        groups: dict[str, list[Job]] = {}  # identical requests: computed once
-        for job in batch:
-            groups.setdefault(job.key, []).append(job)
-        for jobs in sorted(groups.values(), key=lambda jobs: _first_text(jobs[0])):  # shared prefixes adjacent
-            alive = [job for job in jobs if job.alive()]
-            if alive:
-                self._run(alive)
 
     def _run(self, jobs: list[Job]) -> None:
         head = jobs[0]
@@ -215,7 +193,3 @@ class Worker:
         self._on_run()
         for job in jobs:
             job.future.set_result(result)
-
-
-def _first_text(job: Job) -> str:
-    return job.segments[0].text if job.segments else ""

@@ -137,7 +137,12 @@ def test_a_full_home_replica_does_not_pin_its_agent(small_url: str) -> None:
                                      event_hooks={"response": [_note(seen)]}) as client:
             body = {"segments": [{"text": SOURCE[i * 4000 : (i + 1) * 4000], "role": "tool"} for i in range(3)]}
             headers = {"authorization": f"Bearer {TOKEN}", AFFINITY_HEADER: "one-busy-agent"}
-            return await asyncio.gather(*(client.post("/v1/compress", json=body, headers=headers) for _ in range(4)))
+
+            async def post(i: int) -> Any:  # a little apart: each is placed before the next reaches the proxy,
+                await asyncio.sleep(0.1 * i)  # whose own queue (two) would drop a burst that arrives all at once
+                return await client.post("/v1/compress", json=body, headers=headers)
+
+            return await asyncio.gather(*(post(i) for i in range(4)))
 
     answers = asyncio.run(burst())
     assert [a.status_code for a in answers] == [200] * 4

@@ -21,6 +21,7 @@ from specprefill_agents import (
     load_draft,
 )
 from specprefill_agents.limits import MAX_INPUT_LIMIT, default_input_limit
+from specprefill_agents.segment_scoring import PROTECTED_EDGE_TOKENS
 from specprefill_agents.testing import tiny_draft
 
 TEXT = " ".join(f"The setting number {i} controls how wide each wrapped line may grow." for i in range(40))
@@ -63,13 +64,19 @@ def test_a_deadline_passes_the_input_through_and_the_config_default_can_be_repla
 
 
 def test_protected_text_is_read_by_the_draft_only_at_its_edges() -> None:
-    comp = _comp()
+    comp = SpecPrefillCompressor(tiny_draft("llama", max_pos=4096), on_failure="raise")  # windows side by side
     alone = comp.compress_segments([Segment(TEXT)], query="width")
     argument = " ".join(f'"key_{i}": "value {i}",' for i in range(2_000))  # a huge tool-call argument
     with_arg = comp.compress_segments([Segment(argument, protected=True), Segment(TEXT)], query="width")
     assert with_arg.segments[0].text == argument
     extra = with_arg.stats.draft_tokens_forwarded - alone.stats.draft_tokens_forwarded
-    assert 0 < extra <= 2 * 64 + 8  # first and last 64 tokens and a separator, not ~20k tokens
+    edge = PROTECTED_EDGE_TOKENS
+    assert 2 * edge <= extra <= 2 * edge + 64  # its edges (and a separator, a BOS per window), not ~20k tokens
+    short = " ".join(f'"key_{i}": "value {i}",' for i in range(40))  # instructions: read whole
+    with_short = comp.compress_segments([Segment(short, protected=True), Segment(TEXT)], query="width")
+    short_tokens = len(comp.draft.tokenizer(short, add_special_tokens=False)["input_ids"])
+    assert short_tokens < 2 * edge
+    assert with_short.stats.draft_tokens_forwarded - alone.stats.draft_tokens_forwarded >= short_tokens
     assert comp.compress_segments([Segment(argument, protected=True), Segment(TEXT)],
                                   query="width").texts == with_arg.texts  # deterministic
 
