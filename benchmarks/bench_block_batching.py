@@ -54,6 +54,27 @@ def _calls(scorer: DraftScorer, n: int, context_tokens: int) -> list[tuple[list[
     return out
 
 
+MODES = ("sequential", "threads", "shared")
+
+
+def measure(scorer: DraftScorer, calls: list[tuple[list[int], list[int]]], rounds: int) -> dict[str, Any]:
+    """One row: the calls' contexts cached first, then each mode timed (alternating rounds, the best kept)."""
+    for ctx, query in calls:  # the contexts' KV into the cache: every timed call restores it
+        scorer.score(ctx, query)
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for mode in MODES:
+            seconds = _run(mode, scorer, calls)
+            best[mode] = min(best.get(mode, seconds), seconds)
+    size = len(calls)
+    return {
+        "calls": size,
+        **{f"{m}_ms_per_call": round(1000 * s / size, 1) for m, s in best.items()},
+        "shared_over_sequential": round(best["sequential"] / best["shared"], 2),
+        "shared_over_threads": round(best["threads"] / best["shared"], 2),
+    }
+
+
 def _run(mode: str, scorer: DraftScorer, calls: list[tuple[list[int], list[int]]]) -> float:
     t0 = time.perf_counter()
     if mode == "sequential":
@@ -87,20 +108,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     load = os.getloadavg()[0]
     rows = []
     for size in args.sizes:
-        calls = _calls(scorer, size, args.context)
-        for ctx, query in calls:  # the contexts' KV into the cache: every timed call restores it
-            scorer.score(ctx, query)
-        best: dict[str, float] = {}
-        for _ in range(args.rounds):
-            for mode in ("sequential", "threads", "shared"):
-                seconds = _run(mode, scorer, calls)
-                best[mode] = min(best.get(mode, seconds), seconds)
-        rows.append({
-            "calls": size,
-            **{f"{m}_ms_per_call": round(1000 * s / size, 1) for m, s in best.items()},
-            "shared_over_sequential": round(best["sequential"] / best["shared"], 2),
-            "shared_over_threads": round(best["threads"] / best["shared"], 2),
-        })
+        rows.append(measure(scorer, _calls(scorer, size, args.context), args.rounds))
         print(json.dumps(rows[-1]), flush=True)
     return {
         "machine": {"cpu": _cpu(), "cores": len(os.sched_getaffinity(0)), "device": str(draft.device),
@@ -111,13 +119,17 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    """The markdown table of :func:`measure` rows."""
+    return ["| calls at once | sequential ms/call | threads ms/call | shared ms/call | speed-up over sequential "
+            "| over threads |", "|---|---|---|---|---|---|",
+            *(f"| {x['calls']} | {x['sequential_ms_per_call']} | {x['threads_ms_per_call']} | "
+              f"{x['shared_ms_per_call']} | {x['shared_over_sequential']}x | {x['shared_over_threads']}x |"
+              for x in rows)]
+
+
 def _markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
-    head = ("| calls at once | sequential ms/call | threads ms/call | shared ms/call | speed-up over sequential "
-            "| over threads |\n|---|---|---|---|---|---|\n")
-    body = "\n".join(f"| {x['calls']} | {x['sequential_ms_per_call']} | {x['threads_ms_per_call']} | "
-                     f"{x['shared_ms_per_call']} | {x['shared_over_sequential']}x | {x['shared_over_threads']}x |"
-                     for x in r["rows"])
     return (f"# Shared query-block forwards ({m['cpu']}, {m['cores']} cores, {m['device']}, {m['dtype']})\n\n"
             f"Draft `{r['draft']}`; each call: a {r['context_tokens']}-token context whose KV is cached, a new "
             f"question, {r['lookahead']} lookahead tokens; torch threads {r['torch_threads']}; best of "
@@ -125,7 +137,7 @@ def _markdown(r: dict[str, Any]) -> str:
             f"{m['load_average_before_after'][1]} after.\n\n"
             "`sequential`: one call after another on one thread; `threads`: the calls on as many threads, each "
             "with its own forwards; `shared`: the same threads seated at one block batcher (query blocks and "
-            "lookahead steps as the rows of shared forwards).\n\n" + head + body + "\n")
+            "lookahead steps as the rows of shared forwards).\n\n" + "\n".join(table(r["rows"])) + "\n")
 
 
 def main() -> None:

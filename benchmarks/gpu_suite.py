@@ -34,8 +34,16 @@ from typing import Any
 import torch
 
 from benchmarks.bench_agent_loop import build_steps, messages_at
+from benchmarks.bench_block_batching import measure as measure_shared
 from benchmarks.gpu_suite_report import device_info, write
-from specprefill_agents import CacheConfig, CompressionConfig, DraftModel, ScoringConfig, SpecPrefillCompressor
+from specprefill_agents import (
+    CacheConfig,
+    CompressionConfig,
+    DraftModel,
+    KVPrefixCache,
+    ScoringConfig,
+    SpecPrefillCompressor,
+)
 from specprefill_agents._compat import install_scoring_attention
 from specprefill_agents.scoring import DraftScorer
 
@@ -81,10 +89,12 @@ class Plan:
     lookahead: int = 4
     ratios: tuple[float, ...] = (0.25, 0.10)
     seed: int = 0
+    shared_calls: tuple[int, ...] = (1, 4, 8, 16)  # agents scoring a cached step at once (shared forwards)
+    shared_context: int = 1000
 
 
 FULL = Plan(False, (8192, 16384, 32768), 3, 16, 1000, 1024, 8192)
-DRY = Plan(True, (256, 512), 1, 4, 100, 128, 512)
+DRY = Plan(True, (256, 512), 1, 4, 100, 128, 512, shared_calls=(1, 2), shared_context=100)
 
 NOTES = [
     "Weights are random (torch.manual_seed), on models built from the published configs (SmolLM2-135M-Instruct "
@@ -237,6 +247,19 @@ def bench_scoring(draft: DraftModel, ids: list[int], query: list[int], plan: Pla
     return rows
 
 
+def bench_shared(draft: DraftModel, ids: list[int], query: list[int], plan: Plan) -> list[dict[str, Any]]:
+    """Agents whose context KV is cached score a new question at once: one after another, on threads
+    with their own forwards, and seated at one block batcher (``bench_block_batching.measure``)."""
+    scorer = DraftScorer(draft, scoring_config(plan), KVPrefixCache(8 << 30))
+    n = plan.shared_context
+    rows = []
+    for size in plan.shared_calls:
+        calls = [(ids[i * n:(i + 1) * n], query) for i in range(size)]
+        rows.append(measure_shared(scorer, calls, max(plan.repeats, 2)))
+        print(f"shared forwards x{size}: {rows[-1]}", file=sys.stderr)
+    return rows
+
+
 def bench_loop(draft: DraftModel, plan: Plan) -> dict[str, Any]:
     """The agent loop, one compressor per mode, both seeing the same messages at every step."""
     config = CompressionConfig(keep_ratio=plan.ratios[0], scoring=scoring_config(plan))
@@ -333,6 +356,7 @@ def run(plan: Plan, out_dir: Path, tokenizer_dir: Path | None) -> Path:
                               "draft": {"name": draft.name, "config": model_values(draft_values(plan), plan)}}
     for section, fn in (("scoring", lambda: bench_scoring(draft, ids, query, plan)),
                         ("agent_loop", lambda: bench_loop(draft, plan)),
+                        ("shared_forwards", lambda: bench_shared(draft, ids, query, plan)),
                         ("ttft", lambda: _ttft(draft, tokenizer, ids, query, plan, device, dtype))):
         t0 = time.perf_counter()
         try:  # a failed section is recorded, the others still run: one GPU run must not lose them all

@@ -51,11 +51,14 @@ def markdown(result: dict[str, Any]) -> str:
              f"Suite wall time {result['seconds']['total']:.0f} s.", ""]
     lines += [f"- {note}" for note in result["notes"]]
     lines += ["", *_section(result, "scoring", scoring_table), *_section(result, "agent_loop", loop_table)]
+    lines += _section(result, "shared_forwards", shared_table)
     lines += _section(result, "ttft", lambda targets: [line for t in targets for line in ttft_table(t)])
     return "\n".join(lines) + "\n"
 
 
 def _section(result: dict[str, Any], key: str, table: Callable[[Any], list[str]]) -> list[str]:
+    if key not in result:  # a file written before the section existed
+        return []
     value = result[key]
     if isinstance(value, dict) and "error" in value:
         return [f"## {key}: FAILED", "", f"`{value['error']}`", ""]
@@ -64,6 +67,17 @@ def _section(result: dict[str, Any], key: str, table: Callable[[Any], list[str]]
 
 def _mib(value: int | None) -> str:
     return "—" if not value else f"{value / 2**20:,.0f}"
+
+
+def shared_table(rows: list[dict[str, Any]]) -> list[str]:
+    from benchmarks.bench_block_batching import table
+
+    return ["## Shared query-block forwards", "",
+            "Agents whose context KV (`plan.shared_context` tokens each) is cached score a new question at once: "
+            "one after another, on as many threads with their own forwards, or seated at one block batcher "
+            "(their query blocks and lookahead steps as the rows of shared forwards); best of alternating rounds.",
+            "",
+            *table(rows), ""]
 
 
 def scoring_table(rows: list[dict[str, Any]]) -> list[str]:
