@@ -7,7 +7,8 @@ Per batch size B, side by side in one run (rounds alternate, best round per mode
 * ``sequential``: the B calls one after another on one thread;
 * ``threads``: the B calls on B threads at once, each with its own forwards;
 * ``shared``: the B calls on B threads seated at one :class:`BlockBatcher`, their blocks and
-  lookahead steps as the rows of shared forwards.
+  lookahead steps as the rows of shared forwards (on a CPU, one batch per free core at a time);
+* ``shared_one_lane``: the same with one batch at a time.
 
     python -m benchmarks.bench_block_batching [--draft embedded] [--sizes 1 2 4 8] [--rounds 3]
 """
@@ -54,7 +55,7 @@ def _calls(scorer: DraftScorer, n: int, context_tokens: int) -> list[tuple[list[
     return out
 
 
-MODES = ("sequential", "threads", "shared")
+MODES = ("sequential", "threads", "shared_one_lane", "shared")
 
 
 def measure(scorer: DraftScorer, calls: list[tuple[list[int], list[int]]], rounds: int) -> dict[str, Any]:
@@ -81,7 +82,8 @@ def _run(mode: str, scorer: DraftScorer, calls: list[tuple[list[int], list[int]]
         for ctx, query in calls:
             scorer.score(ctx, query)
         return time.perf_counter() - t0
-    batcher = BlockBatcher(scorer.draft.model, scorer.draft.stop_token_ids) if mode == "shared" else None
+    lanes = 1 if mode == "shared_one_lane" else None  # None: one batch per free core on a CPU
+    batcher = BlockBatcher(scorer.draft.model, scorer.draft.stop_token_ids, lanes=lanes) if "shared" in mode else None
     seats = batcher.seats(len(calls)) if batcher is not None else [None] * len(calls)
 
     def work(i: int) -> None:
@@ -121,11 +123,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
     """The markdown table of :func:`measure` rows."""
-    return ["| calls at once | sequential ms/call | threads ms/call | shared ms/call | speed-up over sequential "
-            "| over threads |", "|---|---|---|---|---|---|",
-            *(f"| {x['calls']} | {x['sequential_ms_per_call']} | {x['threads_ms_per_call']} | "
-              f"{x['shared_ms_per_call']} | {x['shared_over_sequential']}x | {x['shared_over_threads']}x |"
-              for x in rows)]
+    return ["| calls at once | " + " | ".join(f"{m} ms/call" for m in MODES)
+            + " | shared: speed-up over sequential | over threads |", "|---" * (len(MODES) + 3) + "|",
+            *("| " + " | ".join(str(x) for x in [x["calls"], *(x[f"{m}_ms_per_call"] for m in MODES)])
+              + f" | {x['shared_over_sequential']}x | {x['shared_over_threads']}x |" for x in rows)]
 
 
 def _markdown(r: dict[str, Any]) -> str:
@@ -137,7 +138,8 @@ def _markdown(r: dict[str, Any]) -> str:
             f"{m['load_average_before_after'][1]} after.\n\n"
             "`sequential`: one call after another on one thread; `threads`: the calls on as many threads, each "
             "with its own forwards; `shared`: the same threads seated at one block batcher (query blocks and "
-            "lookahead steps as the rows of shared forwards).\n\n" + "\n".join(table(r["rows"])) + "\n")
+            "lookahead steps as the rows of shared forwards, one batch per free core at a time); "
+            "`shared_one_lane`: one batch at a time.\n\n" + "\n".join(table(r["rows"])) + "\n")
 
 
 def main() -> None:

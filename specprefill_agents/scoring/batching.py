@@ -20,6 +20,7 @@ products round differently).  A call that joined no batcher scores alone, as bef
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Set as AbstractSet
@@ -40,10 +41,21 @@ _JOINED: ContextVar[BlockBatcher | None] = ContextVar("specprefill_block_batcher
 FIRST_WAIT_S = 0.01  # how long a first block waits for others before any batch has been timed
 
 
+def default_lanes(model: Any) -> int:
+    """Batches worth running at once on ``model``'s device: one on an accelerator; on a CPU, the
+    cores this process may use over torch's intra-op threads (each batch's forward takes those)."""
+    device = getattr(model, "device", torch.device("cpu"))
+    if device.type != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, torch.get_num_threads()))
+
+
 def joined_batcher(model: Any) -> BlockBatcher | None:
-    """The batcher the running call joined, if it serves ``model`` (None: score alone)."""
+    """The batcher the running call joined, if it serves ``model`` and another call is seated at it
+    (None: score alone, the faster way for a single call)."""
     batcher = _JOINED.get()
-    return batcher if batcher is not None and batcher.model is model else None
+    return batcher if batcher is not None and batcher.model is model and batcher.crowded() else None
 
 
 @dataclass(eq=False)
@@ -65,18 +77,22 @@ class BlockBatcher:
 
     ``on_batch(rows)`` sees the size of every batched forward.  ``patience``: the longest a
     first block waits for the joined calls still on their way (default: as long as the last batch
-    took to run, so a straggler can at most double a call's block time).  Thread-safe; one batch
-    runs at a time (the next one gathers meanwhile).
+    took to run, so a straggler can at most double a call's block time).  ``lanes``: batches that
+    may run at once, the waiting blocks shared out between them (default :func:`default_lanes`:
+    one on an accelerator; on a CPU, one per core that torch's threads leave free, since a batch's
+    forward runs on one thread's cores).  Thread-safe; the next batch gathers while one runs.
     """
 
     def __init__(self, model: Any, stop_ids: AbstractSet[int], on_batch: Any = None,
-                 patience: float | None = None) -> None:
+                 patience: float | None = None, lanes: int | None = None) -> None:
         self.model, self.stop_ids, self.patience = model, stop_ids, patience
+        self.lanes = lanes if lanes is not None else default_lanes(model)
         self.on_batch = on_batch or (lambda rows: None)
         self._cond = threading.Condition()
         self._joined = 0
         self._waiting: list[_Block] = []
-        self._running = False
+        self._running = 0  # batches in flight
+        self._in_flight = 0  # their blocks
         self._last_seconds = FIRST_WAIT_S
 
     def joined(self) -> _Seat:
@@ -89,6 +105,11 @@ class BlockBatcher:
         with self._cond:
             self._joined += n
         return [_Seat(self) for _ in range(n)]
+
+    def crowded(self) -> bool:
+        """Whether more than one call is seated (a lone call has no one to share forwards with)."""
+        with self._cond:
+            return self._joined > 1
 
     def _leave(self) -> None:
         with self._cond:
@@ -105,10 +126,8 @@ class BlockBatcher:
         with self._cond:
             self._waiting.append(block)
             self._cond.notify_all()
-            while not block.done and (batch := self._ready()) is None:
+            while not block.done and (batch := self._ready(block)) is None:
                 self._cond.wait(self._patience())
-            if not block.done:
-                self._running, self._waiting = True, []
         if batch is not None and not block.done:  # this call leads the batch (its own block is in it)
             self._lead(batch)
         if block.error is not None:
@@ -116,18 +135,25 @@ class BlockBatcher:
         assert block.run is not None
         return block.run
 
-    def _ready(self) -> list[_Block] | None:
-        """The waiting blocks, when they should run now (lock held)."""
-        if self._running or not self._waiting:
+    def _ready(self, own: _Block) -> list[_Block] | None:
+        """The blocks ``own``'s call should run now, taken out of the queue (lock held): when every
+        joined call is waiting or running, or the first block has waited long enough, its lane's
+        share of the waiting blocks, its own first."""
+        if self._running >= self.lanes or own not in self._waiting:
             return None
-        everyone = len(self._waiting) >= self._joined
-        if everyone or time.monotonic() - self._waiting[0].arrived >= self._wait_s():
-            return self._waiting
-        return None
+        everyone = len(self._waiting) + self._in_flight >= self._joined
+        if not everyone and time.monotonic() - self._waiting[0].arrived < self._wait_s():
+            return None
+        share = -(-len(self._waiting) // (self.lanes - self._running))
+        batch = [own, *[b for b in self._waiting if b is not own][:share - 1]]
+        self._waiting = [b for b in self._waiting if b not in batch]
+        self._running += 1
+        self._in_flight += len(batch)
+        return batch
 
     def _patience(self) -> float | None:
-        if self._running or not self._waiting:
-            return None  # woken when the batch in flight ends or a block arrives
+        if self._running >= self.lanes or not self._waiting:
+            return None  # woken when a batch in flight ends or a block arrives
         return max(1e-3, self._waiting[0].arrived + self._wait_s() - time.monotonic())
 
     def _wait_s(self) -> float:
@@ -148,7 +174,8 @@ class BlockBatcher:
                 self._last_seconds = time.perf_counter() - t0
                 for block in batch:
                     block.done = True
-                self._running = False
+                self._running -= 1
+                self._in_flight -= len(batch)
                 self._cond.notify_all()
         self.on_batch(len(batch))
 

@@ -49,14 +49,29 @@ def test_batched_blocks_score_as_each_call_alone(arch: str, lookahead: int) -> N
     inputs = [(_ids(n, seed=i), _ids(q, seed=100 + i)) for i, (n, q) in enumerate(CALLS)]
     alone = [scorer.score(ctx, query) for ctx, query in inputs]
     sizes: list[int] = []
-    batcher = BlockBatcher(draft.model, draft.stop_token_ids, on_batch=sizes.append, patience=60.0)
+    batcher = BlockBatcher(draft.model, draft.stop_token_ids, on_batch=sizes.append, patience=60.0, lanes=1)
     together = _in_threads(batcher, [lambda c=c, q=q: scorer.score(c, q) for c, q in inputs])
-    assert max(sizes) == len(CALLS)  # the first round forwarded every call's block at once
-    assert sum(sizes) == sum(r.windows for r in alone)  # one block per window group, none run twice
+    assert sizes[0] == len(CALLS)  # the first batch forwarded every call's block at once
+    assert all(n == 1 for n in sizes[1:])  # the long call's other groups: with the others gone, alone
+    assert len(sizes) <= sum(r.windows for r in alone) - len(CALLS) + 1  # no block ran twice
     for one, both in zip(alone, together):
         np.testing.assert_allclose(both.scores, one.scores, rtol=2e-3, atol=2e-4)
         assert both.lookahead_tokens == one.lookahead_tokens
         assert both.windows == one.windows
+
+
+def test_two_lanes_share_the_waiting_blocks_out() -> None:
+    """With two lanes, four waiting blocks run as two batches of two (at once), scores as alone."""
+    draft = tiny_draft("llama")
+    scorer = DraftScorer(draft, ScoringConfig(lookahead=2))
+    inputs = [(_ids(100 + 40 * i, seed=i), _ids(8 + i, seed=50 + i)) for i in range(4)]
+    alone = [scorer.score(ctx, query) for ctx, query in inputs]
+    sizes: list[int] = []
+    batcher = BlockBatcher(draft.model, draft.stop_token_ids, on_batch=sizes.append, patience=60.0, lanes=2)
+    together = _in_threads(batcher, [lambda c=c, q=q: scorer.score(c, q) for c, q in inputs])
+    assert sorted(sizes) == [2, 2]
+    for one, both in zip(alone, together):
+        np.testing.assert_allclose(both.scores, one.scores, rtol=2e-3, atol=2e-4)
 
 
 def test_a_call_that_leaves_without_a_block_does_not_hold_the_others() -> None:
