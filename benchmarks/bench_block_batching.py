@@ -19,7 +19,6 @@ import argparse
 import inspect
 import json
 import os
-import platform
 import threading
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.bench_scoring import machine_info
 from specprefill_agents import DraftConfig, KVPrefixCache, load_draft
 from specprefill_agents.config import ScoringConfig
 from specprefill_agents.scoring import DraftScorer
@@ -34,13 +34,6 @@ from specprefill_agents.scoring.batching import BlockBatcher
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["textwrap", "shlex", "fnmatch", "glob", "heapq", "bisect", "base64", "calendar"]
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def _calls(scorer: DraftScorer, n: int, context_tokens: int) -> list[tuple[list[int], list[int]]]:
@@ -107,13 +100,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     draft = load_draft(DraftConfig(model=args.draft, device=args.device))
     scorer = DraftScorer(draft, ScoringConfig(lookahead=args.lookahead), KVPrefixCache(4 << 30))
-    load = os.getloadavg()[0]
+    info, load = machine_info(), os.getloadavg()[0]
     rows = []
     for size in args.sizes:
         rows.append(measure(scorer, _calls(scorer, size, args.context), args.rounds))
         print(json.dumps(rows[-1]), flush=True)
     return {
-        "machine": {"cpu": _cpu(), "cores": len(os.sched_getaffinity(0)), "device": str(draft.device),
+        "machine": {**info, "cpu": info["cpu_model"], "cores": len(os.sched_getaffinity(0)),
+                    "device": str(draft.device),
                     "dtype": str(draft.dtype), "load_average_before_after": [round(load, 2),
                                                                              round(os.getloadavg()[0], 2)]},
         "draft": draft.name, "torch_threads": args.threads, "context_tokens": args.context,

@@ -4,9 +4,9 @@ What a KV prefix cache cannot remove from an agent's step is its query block and
 decode: a few dozen tokens, and every forward of them reads every weight of the draft, so a
 step of eight rows costs about what a step of one does (memory-bound on a CPU, launch-bound on
 a GPU at these sizes).  Calls that score inside :meth:`BlockBatcher.joined` (the service's worker
-runs each round of requests that way) hand their blocks to one batcher; when every joined call
-is waiting, or the first has waited as long as the last batch took to run, one of them forwards
-all the waiting blocks together:
+runs every request that way) hand their blocks to one batcher; when every joined call is
+waiting or running, or the first has waited as long as the last batch took to run, one of them
+forwards the waiting blocks (its lane's share) together:
 
 * the blocks are left-padded to one length, each row at its own RoPE positions;
 * each row attends to its own call's windows (:class:`~.capture.ParallelWindows`, the KV stays
