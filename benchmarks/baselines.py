@@ -166,10 +166,14 @@ class EmbeddingChunks(ScoredChunks):
                  config: CompressionConfig | None = None) -> None:
         super().__init__(counter, offsets, config)
         self.encode = encode
+        self._seen: tuple[tuple[str, ...], np.ndarray] | None = None  # the latest texts and their unit vectors
 
     def chunk_scores(self, plans: list[SegmentPlan], query: str) -> list[np.ndarray]:
-        vectors = self.encode([query, *_chunk_texts(plans)])
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        texts = (query, *_chunk_texts(plans))
+        if self._seen is None or self._seen[0] != texts:  # the chunks do not depend on the budget: encode once
+            vectors = self.encode(list(texts))
+            self._seen = texts, vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = self._seen[1]
         return _split(vectors[1:] @ vectors[0], plans)
 
 

@@ -10,7 +10,10 @@ survived; for qa_1/qa_2 also the supporting sentences, whole.
 
 Outputs ``<out>.json`` (every row, the machine named), ``<out>.md`` and ``<out>.png``.  Usage::
 
-    python benchmarks/bench_ruler.py --n 8 --seed 42                         # the reported set
+    python benchmarks/bench_ruler.py --n 20 --seed 42 --ours-variants boost2:lexical_boost=2 \
+        --methods ours bm25 random head_tail bm25_sentences --out /tmp/a.json   # the reported set,
+    python benchmarks/bench_ruler.py --n 20 --seed 42 --methods embeddings --out /tmp/b.json  # with MiniLM,
+    python benchmarks/bench_ruler.py --merge /tmp/a.json /tmp/b.json --out benchmarks/results/ruler_4k_cpu_epyc.json
     python benchmarks/bench_ruler.py --tasks niah_single_1 qa_2 --n 1 --methods ours bm25   # smoke run
 """
 
@@ -146,7 +149,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=[*DEFAULT_METHODS, "bm25_sentences"], choices=list(METHODS))
     p.add_argument("--ours-variants", nargs="*", default=[], metavar="NAME:KEY=VALUE,...")
     p.add_argument("--lengths", type=int, nargs="+", default=[4096])
-    p.add_argument("--n", type=int, default=8, help="instances per task and length")
+    p.add_argument("--n", type=int, default=20, help="instances per task and length")
     p.add_argument("--seed", type=int, default=42, help="42 is RULER's own; tune on others")
     p.add_argument("--ratios", type=float, nargs="*", default=[0.25, 0.10])
     p.add_argument("--token-budgets", type=int, nargs="*", default=[1024, 2048])

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--unit", choices=["auto", "word", "line", "sentence"], default="auto")
     comp.add_argument("--lookahead", type=int, default=None, help="greedy draft tokens after the query (default 4)")
     comp.add_argument("--lexical-boost", type=float, default=None,
-                      help="lexical prior: boost of the chunks that best match the query's words (default 2; 0 = off)")
+                      help="lexical prior: boost of the chunks that best match the query's words (default 8; 0 = off)")
     comp.add_argument("--lexical-feedback", type=int, default=None,
                       help="rounds of query feedback for the lexical prior (default 4; 0 = off)")
     comp.add_argument("--target-tokenizer", metavar="DIR_OR_ID",

@@ -112,7 +112,7 @@ class CompressionConfig(_ConfigMixin):
     lexical_boost: float = _help(
         "Lexical prior: each chunk's draft score is multiplied by 1 + lexical_boost x its BM25 match with "
         "the query, relative to the request's best-matching chunk; 0 = draft attention only.",
-        2.0,
+        8.0,
     )
     lexical_feedback: int = _help(
         "Rounds of pseudo-relevance feedback for the lexical prior: each round, the rare words of the best "

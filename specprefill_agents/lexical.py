@@ -9,7 +9,8 @@ those.  :func:`boost_plans` multiplies each chunk's draft score by
 ``1 + weight * bm25 / max(bm25)``: a chunk without query words keeps its draft score, the best
 lexical match gets up to ``1 + weight`` times its own, and the order among non-matching
 chunks is the draft's (``CompressionConfig.lexical_boost``; measured in
-``benchmarks/results/retention_lexical_prior_cpu.md``).
+``benchmarks/results/retention_lexical_prior_cpu.md``, the weight 8 in
+``benchmarks/results/completion_boost_cpu_epyc.md``).
 """
 
 from __future__ import annotations

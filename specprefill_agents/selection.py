@@ -9,7 +9,9 @@ Pipeline for the compressible segments of one request:
    and after the last is a *blank* chunk, never chosen.
 2. :func:`choose` selects chunks across all segments at once under one budget
    (counted with the caller's counter, e.g. the target tokenizer), then verifies
-   the rendered output against the budget and drops chunks until it fits.
+   the rendered output against the budget and drops chunks until it fits.  A statement too
+   long for one chunk is cut into pieces; a chosen piece completes its statement when the
+   budget allows.
 3. :func:`render` writes the kept chunks in their original order, merges adjacent
    ones and joins the gaps with a marker (``[...]`` for prose, a comment line for code).
 """
@@ -48,6 +50,9 @@ class Chunk:
     draft_tokens: int
     anchor: bool
     blank: bool = False  # whitespace before the first unit or after the last: never chosen
+    #: The over-long statements this chunk holds part of (ids shared by the chunks of one cut
+    #: statement): choosing one piece completes the statement when the budget allows.
+    cut_from: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,10 +104,10 @@ def _groups(counts: np.ndarray, target: int, fit: bool = False) -> list[tuple[in
 
 
 def _chunks(text: str, units: np.ndarray, scores: np.ndarray, counts: np.ndarray, target: int,
-            fit: bool = False) -> tuple[Chunk, ...]:
+            fit: bool = False, parents: np.ndarray | None = None) -> tuple[Chunk, ...]:
     """Chunks of the unit ``_groups``; whitespace before the first unit and after the last (past
     its line break) is a ``blank`` chunk of its own, so the anchors are the first and last units
-    with text."""
+    with text.  ``parents``: per unit, the id of the over-long statement it was cut from (-1: none)."""
     groups = _groups(counts, target, fit)
     firsts = np.array([g[0] for g in groups], dtype=np.int64)
     tokens = np.add.reduceat(counts, firsts)
@@ -110,7 +115,9 @@ def _chunks(text: str, units: np.ndarray, scores: np.ndarray, counts: np.ndarray
     head, tail = int(units[0, 0]), _line_end(text, int(units[-1, 1]))
     bounds = [head, *(int(units[f, 0]) for f in firsts[1:]), tail]
     last = len(groups) - 1
-    chunks = [Chunk(bounds[j], bounds[j + 1], float(weighted[j]), int(tokens[j]), j in (0, last))
+    cut = [() if parents is None else tuple(sorted({int(x) for x in parents[a : b + 1] if x >= 0}))
+           for a, b in groups]
+    chunks = [Chunk(bounds[j], bounds[j + 1], float(weighted[j]), int(tokens[j]), j in (0, last), cut_from=cut[j])
               for j in range(len(groups))]
     lead = [Chunk(0, head, 0.0, 0, False, blank=True)] if head > 0 else []
     trail = [Chunk(tail, len(text), 0.0, 0, False, blank=True)] if tail < len(text) else []
@@ -151,6 +158,7 @@ def plan_segment(
     scores, counts = unit_scores(units, token_offsets, token_scores, "max")
     target = config.code_chunk_tokens if unit == "line" else config.chunk_tokens
     statements = config.unit == "auto"  # whole statements: packed up to the target, long ones cut
+    whole = units
     for finer in ("statement", "word") if statements else ():
         if counts.max() <= LONG_STATEMENT * target:
             break
@@ -159,7 +167,17 @@ def plan_segment(
     if statements and counts.max() > LONG_STATEMENT * target:  # a word of thousands of tokens: cut it too
         units = _split_at_tokens(units, counts, token_offsets, LONG_STATEMENT * target, target)
         scores, counts = unit_scores(units, token_offsets, token_scores, "max")
-    return SegmentPlan(text, kind, _chunks(text, units, scores, counts, target, fit=statements))  # type: ignore[arg-type]
+    parents = _parents(whole, units) if len(units) > len(whole) else None
+    return SegmentPlan(text, kind, _chunks(text, units, scores, counts, target, fit=statements,  # type: ignore[arg-type]
+                                           parents=parents))
+
+
+def _parents(whole: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """Per unit of ``units`` (``whole``'s units, some cut finer), the index of the ``whole`` unit it
+    was cut from, or -1 where it is a ``whole`` unit itself."""
+    owner = np.searchsorted(whole[:, 0], units[:, 0], side="right") - 1
+    pieces = np.bincount(owner, minlength=len(whole))
+    return np.where(pieces[owner] > 1, owner, -1)
 
 
 #: A statement of more than this many chunks' worth of draft tokens is cut into sentences (a
@@ -291,22 +309,48 @@ def _fill(
     marker_costs: list[int],
     top_p: float | None,
 ) -> None:
-    """Greedy: non-anchor chunks by descending score while their estimated cost fits."""
+    """Greedy: non-anchor chunks by descending score while their estimated cost fits.  A chunk
+    that holds a piece of an over-long statement brings the rest of that statement with it when
+    the whole fits, and comes alone otherwise."""
     order = sorted(
         (-c.score, p, i) for p, plan in enumerate(plans) for i, c in enumerate(plan.chunks)
         if not (c.anchor or c.blank)
     )
     mass = _mass(plans) if top_p is not None else {}
+    pieces = [_pieces(plan) for plan in plans]
     taken = 0.0
     for _, p, i in order:
-        cost = costs[p][i] + _gap_delta(kept[p], i) * marker_costs[p]
-        if cost > remaining:
+        if i in kept[p]:
             continue
-        kept[p].add(i)
+        for group in (_completion(plans[p], pieces[p], i, kept[p]), [i]):  # the whole statement, else the piece
+            cost, trial = 0.0, set(kept[p])
+            for j in group:
+                cost += costs[p][j] + _gap_delta(trial, j) * marker_costs[p]
+                trial.add(j)
+            if cost <= remaining:
+                break
+        else:
+            continue
+        kept[p].update(group)
         remaining -= cost
-        taken += mass.get((p, i), 0.0)
+        taken += sum(mass.get((p, j), 0.0) for j in group)
         if mass and top_p is not None and taken >= top_p:
             break
+
+
+def _pieces(plan: SegmentPlan) -> dict[int, list[int]]:
+    """Cut statement id -> the chunks holding a piece of it."""
+    out: dict[int, list[int]] = {}
+    for i, chunk in enumerate(plan.chunks):
+        for statement in chunk.cut_from:
+            out.setdefault(statement, []).append(i)
+    return out
+
+
+def _completion(plan: SegmentPlan, pieces: dict[int, list[int]], index: int, kept: set[int]) -> list[int]:
+    """``index`` and the chunks not yet kept that hold the rest of every statement it was cut from."""
+    group = {j for statement in plan.chunks[index].cut_from for j in pieces[statement]} | {index}
+    return sorted(j for j in group if j not in kept and not plan.chunks[j].anchor)
 
 
 def _calibrated(costs: list[list[int]], whole: list[int]) -> list[list[float]]:
@@ -392,7 +436,8 @@ def choose(
     Anchors are always kept.  If the whole texts fit (``sum(counter(plan.text))`` is
     within ``budget``) everything is kept.  Otherwise non-anchor chunks are added
     by descending score (ties: earlier plan, then earlier chunk) while their cost,
-    including the gap marker they add or remove, fits; ``config.top_p`` stops early
+    including the gap marker they add or remove, fits (a piece of a cut statement with the
+    rest of its statement when all of it fits); ``config.top_p`` stops early
     once the added chunks hold that share of the normalised score mass.  Finally the
     rendered output is counted: ``sum(counter(render(plan)))`` ends ≤ ``budget``
     unless one chunk alone exceeds it: when the anchors alone do not fit, they are dropped too,

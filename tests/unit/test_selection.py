@@ -170,6 +170,29 @@ def test_a_statement_longer_than_four_chunks_is_cut_into_words() -> None:
     assert [short.chunk_text(i).split()[0] for i in range(len(short.chunks))] == ["Short", "w0", "Last"]
 
 
+def test_a_chosen_piece_of_a_cut_statement_brings_the_rest_when_the_budget_allows() -> None:
+    needle = "One of the special magic uuids for " + " ".join(f"k{i}" for i in range(20)) + " is: " \
+        + " ".join(f"v{i}" for i in range(20)) + "."
+    filler = " ".join(f"Filler sentence {i} is here." for i in range(30))
+    text = "Start here. " + filler + " " + needle + " " + filler + " Last one."
+    offsets = np.array([m.span() for m in _TOKEN.finditer(text)], dtype=np.int64).reshape(-1, 2)
+    scores = np.full(len(offsets), 0.1, dtype=np.float32)
+    key = text.index("k0")
+    scores[(offsets[:, 0] >= key) & (offsets[:, 0] < text.index("k7"))] = 1.0  # the draft saw only the key
+    config = CompressionConfig(chunk_tokens=8)
+    plan = plan_segment(text, offsets, scores, config)
+    start = text.index(needle)
+    holders = [c for c in plan.chunks if c.cut_from]  # the 48-word statement was cut into pieces
+    assert len(holders) > 1 and {c.cut_from for c in holders} == {holders[0].cut_from}
+    assert holders[0].start <= start and holders[-1].end >= start + len(needle)
+    # room for the whole statement: it is kept whole although only the key's piece scored high
+    out = render(plan, choose([plan], 70, words, config)[0], config)[0]
+    assert needle in out
+    # no room for it: the best piece alone, as before
+    out = render(plan, choose([plan], 20, words, config)[0], config)[0]
+    assert needle not in out and re.search(r"\bk\d+ k\d+ k\d+", out) and words(out) <= 20
+
+
 # --- render -----------------------------------------------------------------------
 
 
