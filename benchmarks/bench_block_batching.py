@@ -30,6 +30,7 @@ from benchmarks.bench_scoring import machine_info
 from specprefill_agents import DraftConfig, KVPrefixCache, load_draft
 from specprefill_agents.config import ScoringConfig
 from specprefill_agents.scoring import DraftScorer
+from specprefill_agents.threads import usable_cpus
 from specprefill_agents.scoring.batching import BlockBatcher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +107,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         rows.append(measure(scorer, _calls(scorer, size, args.context), args.rounds))
         print(json.dumps(rows[-1]), flush=True)
     return {
-        "machine": {**info, "cpu": info["cpu_model"], "cores": len(os.sched_getaffinity(0)),
+        "machine": {**info, "cores": usable_cpus(),
                     "device": str(draft.device),
                     "dtype": str(draft.dtype), "load_average_before_after": [round(load, 2),
                                                                              round(os.getloadavg()[0], 2)]},
@@ -125,7 +126,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
 
 def _markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
-    return (f"# Shared query-block forwards ({m['cpu']}, {m['cores']} cores, {m['device']}, {m['dtype']})\n\n"
+    return (f"# Shared query-block forwards ({m['cpu_model']}, {m['cores']} cores, {m['device']}, {m['dtype']})\n\n"
             f"Draft `{r['draft']}`; each call: a {r['context_tokens']}-token context whose KV is cached, a new "
             f"question, {r['lookahead']} lookahead tokens; torch threads {r['torch_threads']}; best of "
             f"{r['rounds']} alternating rounds; 1-minute load average {m['load_average_before_after'][0]} before, "

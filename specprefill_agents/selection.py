@@ -322,7 +322,8 @@ def _fill(
     for _, p, i in order:
         if i in kept[p]:
             continue
-        for group in (_completion(plans[p], pieces[p], i, kept[p]), [i]):  # the whole statement, else the piece
+        whole = _completion(plans[p], pieces[p], i, kept[p])
+        for group in (whole, [i]) if len(whole) > 1 else ([i],):  # the whole statement, else the piece
             cost, trial = 0.0, set(kept[p])
             for j in group:
                 cost += costs[p][j] + _gap_delta(trial, j) * marker_costs[p]
@@ -350,7 +351,7 @@ def _pieces(plan: SegmentPlan) -> dict[int, list[int]]:
 def _completion(plan: SegmentPlan, pieces: dict[int, list[int]], index: int, kept: set[int]) -> list[int]:
     """``index`` and the chunks not yet kept that hold the rest of every statement it was cut from."""
     group = {j for statement in plan.chunks[index].cut_from for j in pieces[statement]} | {index}
-    return sorted(j for j in group if j not in kept and not plan.chunks[j].anchor)
+    return sorted(group - kept)
 
 
 def _calibrated(costs: list[list[int]], whole: list[int]) -> list[list[float]]:

@@ -20,7 +20,6 @@ products round differently).  A call that joined no batcher scores alone, as bef
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Set as AbstractSet
@@ -32,6 +31,7 @@ import torch
 
 from .._compat import capture_attention, forward_rows, new_kv_cache
 from ..limits import check_deadline
+from ..threads import usable_cpus
 from .capture import ParallelWindows
 from .query_block import BlockRun
 
@@ -47,8 +47,7 @@ def default_lanes(model: Any) -> int:
     device = getattr(model, "device", torch.device("cpu"))
     if device.type != "cpu":
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, torch.get_num_threads()))
+    return max(1, usable_cpus() // max(1, torch.get_num_threads()))
 
 
 def joined_batcher(model: Any) -> BlockBatcher | None:
