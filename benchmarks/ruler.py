@@ -255,20 +255,20 @@ def support_kept(sentence: str, kept: str, share: float = 0.7) -> bool:
     return sum(g in have for g in grams) >= share * len(grams)
 
 
-def _top_words(task: str, text: str, k: int) -> tuple[set[str], collections.Counter[str]]:
-    if task == "cwe":
-        words = re.findall(r"\d+\. (\S+)", text)
-    else:
-        words = [w for w in text.split() if w != "...." and re.fullmatch(r"[a-z]+", w)]
-    counts = collections.Counter(words)
-    return {w for w, _ in counts.most_common(k)}, counts
+#: A list word (cwe: ``step-grandmother``, ``tam-o'-shanter``; fwe: ``dxiibz``): not an entry's number,
+#: not fwe's ``....`` filler and not a gap marker, so a word whose number was cut off still counts.
+_LIST_WORD = re.compile(r"[a-z][a-z'-]*")
+
+
+def _list_words(text: str) -> collections.Counter[str]:
+    return collections.Counter(w for w in text.split() if _LIST_WORD.fullmatch(w))
 
 
 def evidence_kept(instance: RulerInstance, compressed_context: str) -> tuple[bool, int]:
     """(whether the instance's evidence survived, how many evidence items survived)."""
     if instance.task in ("cwe", "fwe"):
         gold = set(instance.outputs)
-        _, counts = _top_words(instance.task, compressed_context, len(gold))
+        counts = _list_words(compressed_context)
         floor = max((c for w, c in counts.items() if w not in gold), default=0)
         alive = sum(counts[w] > floor for w in gold)
         return alive == len(gold), alive

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="lexical prior: boost of the chunks that best match the query's words (default 8; 0 = off)")
     comp.add_argument("--lexical-feedback", type=int, default=None,
                       help="rounds of query feedback for the lexical prior (default 4; 0 = off)")
+    comp.add_argument("--sampling", choices=["auto", "score", "proportional"], default="auto",
+                      help="fill the budget by score, or with a sample that keeps every repeated word's share; "
+                           "auto: the latter for a question about how often things occur (default auto)")
     comp.add_argument("--target-tokenizer", metavar="DIR_OR_ID",
                       help="count the budget in this HF tokenizer's tokens (default: the draft's)")
     shown = comp.add_mutually_exclusive_group()
@@ -171,7 +174,7 @@ def _read_inputs(files: Sequence[str]) -> list[str]:
 
 def _compression_config(args: argparse.Namespace) -> CompressionConfig:
     scoring = ScoringConfig() if args.lookahead is None else ScoringConfig(lookahead=args.lookahead)
-    kw: dict[str, Any] = {"unit": args.unit, "scoring": scoring}
+    kw: dict[str, Any] = {"unit": args.unit, "sampling": args.sampling, "scoring": scoring}
     if args.max_tokens is not None:
         kw.update(keep_ratio=None, max_tokens=args.max_tokens)
     elif args.keep is not None:

@@ -21,7 +21,7 @@ from .protocols import OnFailure, check_on_failure, handle_failure
 from .scoring import DraftScorer
 from .segment_scoring import SegmentScorer, asked_query
 from .gaps import gap_seed
-from .selection import choose, plan_segment, render_gaps
+from .selection import asks_how_often, choose, plan_segment, render_gaps, proportional_plans
 from .types import SEGMENT_KINDS, CompressionResult, CompressionStats, Gap, KeptSpan, Segment, TokenScores
 
 __all__ = ["SpecPrefillCompressor"]
@@ -248,12 +248,15 @@ def _select(segments: list[Segment], counts: list[int], eligible: list[int], tok
             asked: str | None, budget: int, config: CompressionConfig,
             counter: TokenCounter) -> _Selection:
     """The selection stage: chunk the eligible segments (``eligible``, ascending), raise the chunks
-    that match the query, choose under one budget, render."""
+    that match the query (or, for a question about how often things occur, spread the budget
+    evenly), choose under one budget, render."""
     seeds = gap_seed([s.text for s in segments])
     plans = [dataclasses.replace(plan_segment(segments[i].text, token_scores.segments[i].offsets,
                                               token_scores.segments[i].scores, config, kind=segments[i].kind),
                                  ref_seed=seeds[i]) for i in eligible]
-    if config.lexical_boost and asked:
+    if config.sampling == "proportional" or (config.sampling == "auto" and asks_how_often(asked)):
+        plans = proportional_plans(plans)
+    elif config.lexical_boost and asked:
         plans = boost_plans(plans, asked, config.lexical_boost, config.lexical_feedback)
     whole = [counts[i] for i in eligible]
     kept = choose(plans, budget, counter, config, whole=whole)

@@ -119,6 +119,14 @@ class CompressionConfig(_ConfigMixin):
         "chunk not yet used join the query (a second hop that names the first hop's entity rises); 0 = off.",
         4,
     )
+    sampling: Literal["auto", "score", "proportional"] = _help(
+        "How the budget is filled. 'score': the best-scored chunks (draft attention x lexical prior). "
+        "'proportional': chunks spread over the context, chosen so that every repeated word keeps its share "
+        "of the kept text (a sample that keeps the context's counts in proportion; scores unused). 'auto': "
+        "'proportional' when the question asks how often things occur (most common, most frequent, number "
+        "of times, frequency of each), else 'score'.",
+        "auto",
+    )
     max_input_tokens: int | None = _help(
         "Most draft tokens one call may run through the draft; a larger input passes through "
         "uncompressed (InputTooLargeError under on_failure='raise'). None = sized to the draft and the "
@@ -164,6 +172,7 @@ class CompressionConfig(_ConfigMixin):
         _check_int("chunk_tokens", self.chunk_tokens, 1)
         _check_int("code_chunk_tokens", self.code_chunk_tokens, 1)
         _check_int("lexical_feedback", self.lexical_feedback, 0)
+        _check_choice("sampling", self.sampling, ("auto", "score", "proportional"))
         if self.max_input_tokens is not None:
             _check_int("max_input_tokens", self.max_input_tokens, 1)
         if self.deadline_s is not None and (isinstance(self.deadline_s, bool)

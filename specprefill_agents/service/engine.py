@@ -32,6 +32,7 @@ CONFIG_FIELDS = (
     "top_p",
     "lexical_boost",
     "lexical_feedback",
+    "sampling",
 )
 SCORING_FIELDS = ("lookahead",)
 WARM_UP_TEXT = "The service loads its draft model once. " * 24

@@ -88,15 +88,17 @@ def test_async_client_returns_the_same_result(client: RemoteCompressor) -> None:
 
 def test_per_request_overrides_match_the_same_config_in_process(client: RemoteCompressor, server: Server) -> None:
     segs = _segments(12000)
-    local = SpecPrefillCompressor(
-        tiny_draft("llama", max_pos=2048), SERVICE_CONFIG.replace(unit="word"), on_failure="raise"
-    )
-    remote = RemoteCompressor(server.url, token=TOKEN, config={"unit": "word"})
+    changes = {"unit": "word", "sampling": "proportional"}
+    local = SpecPrefillCompressor(tiny_draft("llama", max_pos=2048), SERVICE_CONFIG.replace(**changes),
+                                  on_failure="raise")
+    remote = RemoteCompressor(server.url, token=TOKEN, config=changes)
     _same(remote.compress_segments(segs, max_tokens=120), local.compress_segments(segs, max_tokens=120))
     small = client.compress_segments(segs, keep_ratio=0.1).compressed_tokens
     assert small < client.compress_segments(segs, keep_ratio=0.6).compressed_tokens
     with pytest.raises(ServiceRequestError, match="422"):
         RemoteCompressor(server.url, token=TOKEN, config={"lookahead": -1}).compress_segments(segs)
+    with pytest.raises(ServiceRequestError, match="422"):
+        RemoteCompressor(server.url, token=TOKEN, config={"sampling": "random"}).compress_segments(segs)
 
 
 def test_lone_surrogates_travel_exactly(client: RemoteCompressor) -> None:

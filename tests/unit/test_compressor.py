@@ -144,7 +144,8 @@ def test_bad_arguments_raise_typed_errors() -> None:
 @pytest.mark.parametrize("bad", [dict(keep_ratio=0), dict(keep_ratio=None, max_tokens=None),
                                  dict(max_tokens=0), dict(unit="paragraph"), dict(top_p=2.0),
                                  dict(chunk_tokens=0), dict(min_tokens=-1), dict(lexical_boost=-1.0),
-                                 dict(lexical_boost=float("nan")), dict(lexical_boost="2")])
+                                 dict(lexical_boost=float("nan")), dict(lexical_boost="2"),
+                                 dict(sampling="random")])
 def test_invalid_compression_config(bad: dict) -> None:
     with pytest.raises(ConfigError):
         CompressionConfig(**bad)

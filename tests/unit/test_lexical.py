@@ -8,7 +8,7 @@ import pytest
 from specprefill_agents import CompressionConfig, Segment, SpecPrefillCompressor
 from specprefill_agents.budget import budget_tokens, make_counter
 from specprefill_agents.lexical import bm25_scores, boost_plans, expand_query, query_terms
-from specprefill_agents.selection import Chunk, SegmentPlan, choose, plan_segment, render
+from specprefill_agents.selection import Chunk, SegmentPlan, choose, plan_segment, render, proportional_plans
 from specprefill_agents.testing import tiny_draft
 
 
@@ -96,6 +96,27 @@ def test_the_compressor_applies_the_lexical_prior_to_the_draft_scores(boost: flo
     assert out == _draft_only_selection(comp, segments, query, boost)
     if boost >= 1000:  # the matching chunk outranks every random draft score
         assert "frobnicate_widget" in out
+
+
+@pytest.mark.parametrize(("sampling", "query", "even"), [
+    ("auto", "What are the 3 most common words in the list above?", True),
+    ("auto", "Which word comes right after fig?", False),
+    ("proportional", "Which word comes right after fig?", True),
+    ("score", "What are the 3 most common words in the list above?", False),
+])
+def test_a_question_about_how_often_things_occur_gets_an_even_spread(sampling: str, query: str, even: bool) -> None:
+    items = np.random.default_rng(5).choice(["apple", "pear", "fig", "plum", "kiwi", "lime"], 400)
+    segments = [Segment(" ".join(f"{i}. {w}" for i, w in enumerate(items, 1)), role="tool")]
+    comp = SpecPrefillCompressor(tiny_draft("llama", seed=2), CompressionConfig(keep_ratio=0.2, sampling=sampling))
+    config, counter = comp.config, make_counter(comp.draft.tokenizer)[0]
+    scores = comp.score_segments(segments, query).segments
+    plans = [plan_segment(s.text, sc.offsets, sc.scores, config, kind=s.kind) for s, sc in zip(segments, scores)]
+    budget = budget_tokens(counter(segments[0].text), config.keep_ratio, None)
+    spread = render(plans[0], choose(proportional_plans(plans), budget, counter, config)[0], config)[0]
+    ranked = render(plans[0], choose(boost_plans(plans, query, config.lexical_boost, config.lexical_feedback),
+                                     budget, counter, config)[0], config)[0]
+    assert spread != ranked
+    assert comp.compress_segments(segments, query).texts[0] == (spread if even else ranked)
 
 
 def test_without_a_query_the_latest_user_turn_is_the_lexical_query() -> None:

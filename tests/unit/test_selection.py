@@ -15,10 +15,12 @@ from specprefill_agents.errors import ConfigError, InputError
 from specprefill_agents.selection import (
     Chunk,
     SegmentPlan,
+    asks_how_often,
     choose,
     gap_separator,
     plan_segment,
     render,
+    proportional_plans,
 )
 from specprefill_agents.types import KeptSpan
 
@@ -191,6 +193,70 @@ def test_a_chosen_piece_of_a_cut_statement_brings_the_rest_when_the_budget_allow
     # no room for it: the best piece alone, as before
     out = render(plan, choose([plan], 20, words, config)[0], config)[0]
     assert needle not in out and re.search(r"\bk\d+ k\d+ k\d+", out) and words(out) <= 20
+
+
+# --- even spread -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("question", [
+    "Question: What are the 10 most common words in the above list? Answer: The top 10 words are:",
+    "What are the three most frequently appeared words in the above coded text?",
+    "Which error appears most often in the log?",
+    "How often does 'timeout' appear in these logs?",
+    "Count the number of times user 42 logged in.",
+    "What is the frequency of each status code?",
+])
+def test_a_question_about_how_often_things_occur_is_recognised(question: str) -> None:
+    assert asks_how_often(question)
+
+
+@pytest.mark.parametrize("question", [
+    "How many people live in Paris?", "How often does the council meet?", "Where is the vault?",
+    "Which sentence appears first?", "", None,
+])
+def test_other_questions_are_not(question: str | None) -> None:
+    assert not asks_how_often(question)
+
+
+def test_only_the_end_of_a_long_query_is_read_as_the_question() -> None:
+    turn = "Notes: the most common words were listed. " + "More notes. " * 60 + "Where is the vault?"
+    assert not asks_how_often(turn) and asks_how_often(turn[:200])
+
+
+def test_a_proportional_sample_is_spread_over_all_segments_at_every_budget() -> None:
+    plans = [make_plan(prose(300, seed), WORDS, seed) for seed in (1, 2)]
+    ordered = proportional_plans(plans)
+    assert [[(c.start, c.end, c.anchor) for c in p.chunks] for p in ordered] == \
+        [[(c.start, c.end, c.anchor) for c in p.chunks] for p in plans]
+    flat = [c for plan in ordered for c in plan.chunks if not (c.anchor or c.blank)]
+    assert len({c.score for c in flat}) == len(flat)  # a strict order
+    order = sorted(range(len(flat)), key=lambda k: -flat[k].score)
+    for m in (12, 30, 90):  # the first m chunks: every quarter of the context holds a fair share
+        quarters = np.bincount([4 * k // len(flat) for k in order[:m]], minlength=4)
+        assert quarters.min() >= 0.1 * m and quarters.max() <= 0.4 * m, quarters
+    with pytest.raises(ConfigError):
+        proportional_plans(plans, window=0)
+
+
+def _counts(text: str) -> dict[str, int]:
+    return {w: len(re.findall(rf"\b{w}\b", text)) for w in ("apple", "pear", "fig")}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_proportional_sample_keeps_the_counts_a_ranking_by_score_distorts(seed: int) -> None:
+    items = np.random.default_rng(seed).permutation(["apple"] * 90 + ["pear"] * 60 + ["fig"] * 30)
+    text = " ".join(f"{i}. {w}" for i, w in enumerate(items, 1))
+    offsets, _ = draft_tokens(text)
+    scores = np.array([1.0 if "fig" in text[a:b] else 0.1 for a, b in offsets], dtype=np.float32)
+    plan = plan_segment(text, offsets, scores, CFG)  # the draft favours the rarest word
+    ranked = _counts(render(plan, choose([plan], words(text) // 4, words, CFG)[0], CFG)[0])
+    assert ranked["fig"] > ranked["apple"]
+    for share in (4, 10):  # keep a quarter, a tenth: the counts stay in proportion 3 : 2 : 1
+        sample = proportional_plans([plan])[0]
+        kept = _counts(render(sample, choose([sample], words(text) // share, words, CFG)[0], CFG)[0])
+        assert kept["apple"] > kept["pear"] > kept["fig"] > 0
+        n = sum(kept.values())
+        assert all(abs(kept[w] - n * part / 6) <= 1.5 for w, part in (("apple", 3), ("pear", 2), ("fig", 1))), kept
 
 
 # --- render -----------------------------------------------------------------------
