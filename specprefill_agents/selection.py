@@ -343,30 +343,30 @@ def proportional_plans(plans: Sequence[SegmentPlan], window: int = PROPORTION_WI
     for bag in bags:
         total.update(bag)
     bags = [Bag({w: c for w, c in bag.items() if total[w] > 1}) for bag in bags]
-    counted = sum(c for c in total.values() if c > 1) or 1
+    sizes = [sum(bag.values()) for bag in bags]
+    counted = sum(sizes) or 1
     kept: Bag[str] = Bag()
     size = 0
     pending: list[int] = []
     for k in sorted(range(len(flat)), key=lambda k: (((k + 1) * _GOLDEN) % 1.0, k)):
         if plans[flat[k][0]].chunks[flat[k][1]].anchor:
             kept.update(bags[k])
-            size += sum(bags[k].values())
+            size += sizes[k]
         else:
             pending.append(k)
     rank: dict[tuple[int, int], int] = {}
     while pending:
         best, best_gain = 0, -math.inf
         for j, k in enumerate(pending[:window]):
-            words = sum(bags[k].values())
-            scale = (size + words) / counted
+            scale = (size + sizes[k]) / counted
             # halved drop in sum((target - kept)^2) from adding the chunk, targets at the new size
-            gain = sum(c * (total[w] * scale - kept[w] - c / 2) for w, c in bags[k].items()) + _DENSITY * words
+            gain = sum(c * (total[w] * scale - kept[w] - c / 2) for w, c in bags[k].items()) + _DENSITY * sizes[k]
             if gain > best_gain:
                 best, best_gain = j, gain
         k = pending.pop(best)
         rank[flat[k]] = len(rank)
         kept.update(bags[k])
-        size += sum(bags[k].values())
+        size += sizes[k]
     n = max(len(rank), 1)
     return [replace(plan, chunks=tuple(replace(c, score=1.0 - rank[(p, i)] / n) if (p, i) in rank else c
                                        for i, c in enumerate(plan.chunks)))
