@@ -31,6 +31,7 @@ from .expansion import Expansion, OmittedText, expand_ref, omitted_texts, search
 from .gap_store import GapStore, content_namespace
 from .protocols import Compressor, OnFailure, check_on_failure, handle_failure
 from .segment_scoring import asked_query
+from .semantic import SemanticModel, load_semantic
 from .types import CompressionResult, CompressionStats, Gap, KeptSpan, Segment, SegmentScores, TokenCounts, TokenScores
 
 __version__ = "0.1.0"
@@ -49,6 +50,8 @@ __all__ = [
     "cache_namespace",
     "DraftModel",
     "load_draft",
+    "SemanticModel",
+    "load_semantic",
     "Segment",
     "KeptSpan",
     "Gap",

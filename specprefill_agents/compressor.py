@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .budget import APPROXIMATE, TokenCounter, budget_tokens, count_or_approximate, countable, make_counter
@@ -22,6 +22,7 @@ from .scoring import DraftScorer
 from .segment_scoring import SegmentScorer, asked_query
 from .gaps import gap_seed
 from .selection import asks_how_often, choose, plan_segment, render_gaps, proportional_plans
+from .semantic import SemanticModel, load_semantic, semantic_plans
 from .types import SEGMENT_KINDS, CompressionResult, CompressionStats, Gap, KeptSpan, Segment, TokenScores
 
 __all__ = ["SpecPrefillCompressor"]
@@ -50,6 +51,9 @@ class SpecPrefillCompressor:
         kv_cache: a :class:`KVPrefixCache` to share between compressors of the same draft.
         progress: a progress bar on stderr while a long context (4 windows or more) is scored:
             ``True`` always, ``False`` never, ``None`` when stderr is a terminal.
+        semantic: a loaded :class:`~specprefill_agents.semantic.SemanticModel` for the semantic
+            prior (``config.semantic_boost``), to share between compressors; otherwise
+            ``config.semantic_model`` is loaded on the first call that uses it.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class SpecPrefillCompressor:
         cache: CacheConfig | None = None,
         kv_cache: KVPrefixCache | None = None,
         progress: bool | None = None,
+        semantic: SemanticModel | None = None,
     ) -> None:
         self.on_failure: OnFailure = check_on_failure(on_failure)
         if progress is not None and not isinstance(progress, bool):
@@ -75,6 +80,10 @@ class SpecPrefillCompressor:
         self._scorer: SegmentScorer | None = None
         self._lock = threading.Lock()
         self._default_counter = make_counter(token_counter) if token_counter is not None else None
+        if semantic is not None and not isinstance(semantic, SemanticModel):
+            raise ConfigError(f"semantic must be a SemanticModel or None, got {type(semantic).__name__}")
+        self._semantic_given = semantic
+        self._semantic: dict[str, SemanticModel] = {}
 
     # ------------------------------------------------------------------ loading
     @property
@@ -92,6 +101,21 @@ class SpecPrefillCompressor:
                     kv = kv if kv is not None else (KVPrefixCache(size) if size > 0 else None)
                     self._scorer = SegmentScorer(DraftScorer(self._draft, self.config.scoring, kv), self.cache_config)
         return self._scorer
+
+    def semantic_model(self, name: str | None = None) -> SemanticModel:
+        """The sentence encoder of the semantic prior (``name``, else ``config.semantic_model``),
+        loaded on first use, on the draft's device; a model passed to the constructor is used
+        for every name."""
+        if self._semantic_given is not None:
+            return self._semantic_given
+        name = name or self.config.semantic_model
+        if name not in self._semantic:
+            device = str(self.draft.device)
+            with self._lock:
+                if name not in self._semantic:
+                    local = isinstance(self._draft_spec, DraftConfig) and self._draft_spec.local_files_only
+                    self._semantic[name] = load_semantic(name, device=device, local_files_only=local)
+        return self._semantic[name]
 
     def identity(self) -> dict[str, Any]:
         """What decides this compressor's output (draft, config, cache mode), without loading
@@ -192,8 +216,10 @@ class SpecPrefillCompressor:
             token_scores = self._ensure_scorer().score(segments, query, config.max_input_tokens)
         t_score = time.perf_counter()
         budget = budget_tokens(sum(counts[i] for i in eligible), config.keep_ratio, config.max_tokens)
-        chosen = _select(segments, counts, eligible, token_scores, asked_query(segments, query), budget, config,
-                         counter)
+        asked = asked_query(segments, query)
+        similarity = (lambda q, texts: self.semantic_model(config.semantic_model).similarities(q, texts)) \
+            if config.semantic_boost > 0 and asked else None
+        chosen = _select(segments, counts, eligible, token_scores, asked, budget, config, counter, similarity)
         out, spans, new_counts = chosen.segments, chosen.spans, chosen.counts
         t_end = time.perf_counter()
         used = sum(new_counts[i] for i in eligible)
@@ -245,19 +271,24 @@ def _draft_name(spec: str | DraftConfig | DraftModel) -> Any:
 
 
 def _select(segments: list[Segment], counts: list[int], eligible: list[int], token_scores: TokenScores,
-            asked: str | None, budget: int, config: CompressionConfig,
-            counter: TokenCounter) -> _Selection:
+            asked: str | None, budget: int, config: CompressionConfig, counter: TokenCounter,
+            similarity: Callable[[str, list[str]], Any] | None = None) -> _Selection:
     """The selection stage: chunk the eligible segments (``eligible``, ascending), raise the chunks
-    that match the query (or, for a question about how often things occur, spread the budget
-    evenly), choose under one budget, render."""
+    that match the query in words and (with ``similarity``, the semantic prior) in meaning, or, for
+    a question about how often things occur, spread the budget evenly; choose under one budget,
+    render."""
     seeds = gap_seed([s.text for s in segments])
     plans = [dataclasses.replace(plan_segment(segments[i].text, token_scores.segments[i].offsets,
                                               token_scores.segments[i].scores, config, kind=segments[i].kind),
                                  ref_seed=seeds[i]) for i in eligible]
     if config.sampling == "proportional" or (config.sampling == "auto" and asks_how_often(asked)):
         plans = proportional_plans(plans)
-    elif config.lexical_boost and asked:
-        plans = boost_plans(plans, asked, config.lexical_boost, config.lexical_feedback)
+    elif asked:
+        if config.lexical_boost:
+            plans = boost_plans(plans, asked, config.lexical_boost, config.lexical_feedback)
+        if similarity is not None:
+            texts = [plan.chunk_text(k) for plan in plans for k in range(len(plan.chunks))]
+            plans = semantic_plans(plans, similarity(asked, texts), config.semantic_boost)
     whole = [counts[i] for i in eligible]
     kept = choose(plans, budget, counter, config, whole=whole)
     out, spans, new_counts = list(segments), [_full_span(s.text) for s in segments], list(counts)

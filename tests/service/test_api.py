@@ -99,6 +99,8 @@ def test_per_request_overrides_match_the_same_config_in_process(client: RemoteCo
         RemoteCompressor(server.url, token=TOKEN, config={"lookahead": -1}).compress_segments(segs)
     with pytest.raises(ServiceRequestError, match="422"):
         RemoteCompressor(server.url, token=TOKEN, config={"sampling": "random"}).compress_segments(segs)
+    with pytest.raises(ServiceRequestError, match="422"):
+        RemoteCompressor(server.url, token=TOKEN, config={"semantic_boost": -1}).compress_segments(segs)
 
 
 def test_lone_surrogates_travel_exactly(client: RemoteCompressor) -> None:

@@ -79,9 +79,11 @@ def test_errors_are_one_line_and_nonzero(tmp_path: Path, draft_dir: str, monkeyp
 
 def test_lexical_boost_option_reaches_the_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     args = cli.build_parser().parse_args(["compress", "--lexical-boost", "0", "--lookahead", "2",
-                                          "--lexical-feedback", "1", "--sampling", "proportional"])
+                                          "--lexical-feedback", "1", "--sampling", "proportional",
+                                          "--semantic-boost", "8", "--semantic-model", "/models/enc"])
     config = cli._compression_config(args)
     assert config.lexical_boost == 0 and config.scoring.lookahead == 2 and config.lexical_feedback == 1
+    assert config.semantic_boost == 8 and config.semantic_model == "/models/enc"
     assert config.sampling == "proportional"
     assert cli._compression_config(cli.build_parser().parse_args(["compress"])) == CompressionConfig()
 

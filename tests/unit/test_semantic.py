@@ -1,0 +1,126 @@
+"""The semantic prior: a sentence encoder's similarity to the question, folded into the chunk scores."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from specprefill_agents import (CompressionConfig, ConfigError, DraftModelError, Segment, SemanticModel,
+                                SpecPrefillCompressor, load_semantic)
+from specprefill_agents.selection import Chunk, SegmentPlan
+from specprefill_agents.semantic import semantic_plans
+from specprefill_agents.testing import tiny_draft, tiny_tokenizer
+
+
+def _plan(scores: list[float]) -> SegmentPlan:
+    text = "".join(f"piece {i}. " for i in range(len(scores)))
+    chunks, start = [], 0
+    for i, score in enumerate(scores):
+        end = start + len(f"piece {i}. ")
+        chunks.append(Chunk(start, end, score, 2, False))
+        start = end
+    return SegmentPlan(text, "prose", tuple(chunks))
+
+
+def test_chunks_above_the_median_are_raised_in_proportion() -> None:
+    plans = [_plan([1.0, 2.0, 3.0]), _plan([4.0, 5.0])]
+    sims = np.array([0.1, 0.9, 0.3, 0.5, 0.2])  # median 0.3, best 0.9
+    out = semantic_plans(plans, sims, 6.0)
+    got = [c.score for plan in out for c in plan.chunks]
+    want = [1.0, 2.0 * 7.0, 3.0, 4.0 * (1 + 6.0 * 0.2 / 0.6), 5.0]
+    np.testing.assert_allclose(got, want)
+    assert [p.text for p in out] == [p.text for p in plans]
+    assert semantic_plans(plans, sims, 0.0) == plans
+    assert semantic_plans(plans, np.full(5, 0.4), 6.0) == plans  # nothing stands out: unchanged
+
+
+def _tiny_encoder(seed: int = 0) -> SemanticModel:
+    from transformers import BertConfig, BertModel
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    return SemanticModel(BertModel(config), tok, "tiny-bert", batch_size=2, max_length=64)
+
+
+def test_encoder_rows_follow_the_input_order_whatever_the_batching() -> None:
+    model = _tiny_encoder()
+    texts = ["a much longer sentence about the weather and the sea", "short", "medium length text", "x y"]
+    together = model.encode(texts)  # sorted by length into batches of 2, padded
+    alone = np.concatenate([model.encode([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-6)
+    sims = model.similarities("medium length text", texts)
+    assert sims.shape == (4,) and math.isclose(sims[2], 1.0, abs_tol=1e-5) and sims.argmax() == 2
+
+
+def test_load_semantic_from_a_local_directory_and_a_clear_error_otherwise(tmp_path: Path) -> None:
+    model = _tiny_encoder()
+    model.model.save_pretrained(tmp_path / "enc")
+    model.tokenizer.save_pretrained(tmp_path / "enc")
+    loaded = load_semantic(str(tmp_path / "enc"), device="cpu")
+    np.testing.assert_allclose(loaded.encode(["some words here"]), model.encode(["some words here"]), atol=1e-5)
+    with pytest.raises(DraftModelError, match="semantic model"):
+        load_semantic(str(tmp_path / "missing"), local_files_only=True)
+
+
+class _Marked(SemanticModel):
+    """Similarity 1 for texts holding ``word``, 0 otherwise; counts its calls."""
+
+    def __init__(self, word: str) -> None:
+        self.name, self.word, self.calls = "marked", word, 0
+
+    def similarities(self, query: str, texts: Any) -> np.ndarray:
+        self.calls += 1
+        return np.array([1.0 if self.word in t else 0.0 for t in texts])
+
+
+def _context() -> list[Segment]:
+    filler = " ".join(f"Line {i} says nothing in particular about the topic." for i in range(60))
+    return [Segment(filler[:1500] + " The harbour opened in 1871. " + filler[1500:]),
+            Segment("When did it open?", role="user")]
+
+
+@pytest.mark.parametrize("boost", [0.0, 1000.0])
+def test_the_compressor_applies_the_semantic_prior(boost: float) -> None:
+    marked = _Marked("harbour")
+    comp = SpecPrefillCompressor(tiny_draft("llama", max_pos=2048), CompressionConfig(semantic_boost=boost),
+                                 on_failure="raise", semantic=marked)
+    out = comp.compress_segments(_context(), max_tokens=150)
+    assert marked.calls == (1 if boost else 0)  # off: never asked
+    assert ("harbour opened in 1871" in out.texts[0]) == bool(boost)  # the random draft alone drops it
+    assert comp.semantic_model() is marked
+
+
+def test_a_failing_semantic_model_falls_back_to_the_uncompressed_input() -> None:
+    class Broken(SemanticModel):
+        def __init__(self) -> None:
+            self.name = "broken"
+
+        def similarities(self, query: str, texts: Any) -> np.ndarray:
+            raise RuntimeError("encoder out of memory (injected)")
+
+    segs = _context()
+    config = CompressionConfig(semantic_boost=8.0)
+    comp = SpecPrefillCompressor(tiny_draft("llama", max_pos=2048), config, on_failure="passthrough",
+                                 semantic=Broken())
+    out = comp.compress_segments(segs, max_tokens=40)
+    assert list(out.texts) == [s.text for s in segs] and "injected" in (out.stats.failure or "")
+    with pytest.raises(RuntimeError, match="injected"):
+        SpecPrefillCompressor(tiny_draft("llama", max_pos=2048), config, on_failure="raise",
+                              semantic=Broken()).compress_segments(segs, max_tokens=40)
+    with pytest.raises(ConfigError, match="semantic"):
+        SpecPrefillCompressor(tiny_draft("llama"), semantic="minilm")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [{"semantic_boost": -1.0}, {"semantic_boost": math.inf}, {"semantic_boost": True},
+                                 {"semantic_model": ""}, {"semantic_model": 3}])
+def test_config_rejects_bad_semantic_settings(bad: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="semantic"):
+        CompressionConfig(**bad)
