@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from .budget import APPROXIMATE, TokenCounter, budget_tokens, count_or_approximate, countable, make_counter
 from .cache import KVPrefixCache
 from .config import CacheConfig, CompressionConfig, DraftConfig
@@ -272,7 +274,7 @@ def _draft_name(spec: str | DraftConfig | DraftModel) -> Any:
 
 def _select(segments: list[Segment], counts: list[int], eligible: list[int], token_scores: TokenScores,
             asked: str | None, budget: int, config: CompressionConfig, counter: TokenCounter,
-            similarity: Callable[[str, list[str]], Any] | None = None) -> _Selection:
+            similarity: Callable[[str, list[str]], np.ndarray] | None = None) -> _Selection:
     """The selection stage: chunk the eligible segments (``eligible``, ascending), raise the chunks
     that match the query in words and (with ``similarity``, the semantic prior) in meaning, or, for
     a question about how often things occur, spread the budget evenly; choose under one budget,

@@ -15,7 +15,6 @@ chunks is the draft's (``CompressionConfig.lexical_boost``; measured in
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections import Counter
@@ -23,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .selection import SegmentPlan
+from .selection import SegmentPlan, scaled_plans
 
 __all__ = ["bm25_scores", "boost_plans", "expand_query", "query_terms"]
 
@@ -102,6 +101,4 @@ def boost_plans(plans: Sequence[SegmentPlan], query: str, weight: float, feedbac
     best = float(lexical.max())
     if best <= 0:
         return list(plans)
-    factors = iter(1.0 + weight * lexical / best)
-    return [dataclasses.replace(plan, chunks=tuple(dataclasses.replace(c, score=c.score * float(next(factors)))
-                                                   for c in plan.chunks)) for plan in plans]
+    return scaled_plans(plans, 1.0 + weight * lexical / best)

