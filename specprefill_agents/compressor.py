@@ -23,7 +23,7 @@ from .protocols import OnFailure, check_on_failure, handle_failure
 from .scoring import DraftScorer
 from .segment_scoring import SegmentScorer, asked_query
 from .gaps import gap_seed
-from .selection import asks_how_often, choose, plan_segment, render_gaps, proportional_plans
+from .selection import asks_how_often, choose, plan_segment, proportional_plans, render_gaps
 from .semantic import SemanticModel, load_semantic, semantic_plans
 from .types import SEGMENT_KINDS, CompressionResult, CompressionStats, Gap, KeptSpan, Segment, TokenScores
 
@@ -115,8 +115,11 @@ class SpecPrefillCompressor:
             device = str(self.draft.device)
             with self._lock:
                 if name not in self._semantic:
-                    local = isinstance(self._draft_spec, DraftConfig) and self._draft_spec.local_files_only
-                    self._semantic[name] = load_semantic(name, device=device, local_files_only=local)
+                    spec = self._draft_spec if isinstance(self._draft_spec, DraftConfig) else None
+                    with requested_progress(self.progress):  # a first use may fetch the encoder
+                        self._semantic[name] = load_semantic(
+                            name, device=device, local_files_only=spec is not None and spec.local_files_only,
+                            cache_dir=spec.cache_dir if spec is not None else None)
         return self._semantic[name]
 
     def identity(self) -> dict[str, Any]:

