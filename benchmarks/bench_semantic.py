@@ -12,7 +12,7 @@ the prior is for:
 
 Medians over instances; ratios are encoder / draft.  Usage::
 
-    python benchmarks/bench_semantic.py --n 8 --out benchmarks/results/semantic_cost_cpu_epyc.json
+    python benchmarks/bench_semantic.py --n 8 --steps 8 --out benchmarks/results/semantic_cost_cpu_epyc.json
 """
 
 from __future__ import annotations

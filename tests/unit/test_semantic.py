@@ -161,3 +161,22 @@ def test_a_failing_semantic_model_falls_back_to_the_uncompressed_input() -> None
 def test_config_rejects_bad_semantic_settings(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="semantic"):
         CompressionConfig(**bad)
+
+
+def test_the_compressor_loads_the_encoder_once_per_name_with_the_drafts_cache_and_offline_setting(
+        draft_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from specprefill_agents import DraftConfig
+    from specprefill_agents import compressor as compressor_module
+
+    loads: list[tuple[str, dict[str, Any]]] = []
+
+    def fake_load(name: str, **kwargs: Any) -> SemanticModel:
+        loads.append((name, kwargs))
+        return _tiny_encoder()
+
+    monkeypatch.setattr(compressor_module, "load_semantic", fake_load)
+    comp = SpecPrefillCompressor(DraftConfig(model=draft_dir, cache_dir=str(tmp_path), local_files_only=True))
+    first = comp.semantic_model()
+    assert comp.semantic_model() is first and comp.semantic_model("other/encoder") is not first
+    assert [name for name, _ in loads] == [CompressionConfig().semantic_model, "other/encoder"]
+    assert loads[0][1] == {"device": "cpu", "local_files_only": True, "cache_dir": str(tmp_path)}
