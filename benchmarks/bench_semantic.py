@@ -4,8 +4,9 @@ Two parts, both on RULER qa_1 / qa_2 at 4k draft tokens (``benchmarks/ruler.py``
 the prior is for:
 
 * **one call** per instance: the draft's scoring time (``timings["total"]`` of a compressor
-  without the prior, no cache) next to the encoder's time over the same request's chunks, and the
-  same request again at another budget (every vector cached).
+  without the prior, no cache) next to the encoder's time over the same request's chunks (in the
+  dtype the library picks, and in fp32), and the same request again at another budget (every
+  vector cached).
 * **an agent loop** per instance: the context split into ``--steps`` parts, step ``k`` sending
   the first ``k`` with the question (a growing tool history).  The draft has its KV prefix cache;
   the encoder has its vector cache, and is also timed without it on the same texts.
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -41,10 +43,11 @@ from specprefill_agents.draft import draft_cache_root
 
 class Recorder(SemanticModel):
     """The library's encoder (vector cache on); each call's texts are also timed on the same model
-    without a cache, side by side."""
+    without a cache and on the encoder in fp32 (the library runs it in bf16 where the CPU has
+    native bf16), side by side."""
 
-    def __init__(self, cached: SemanticModel, uncached: SemanticModel) -> None:
-        self.cached, self.uncached, self.name = cached, uncached, cached.name
+    def __init__(self, cached: SemanticModel, uncached: SemanticModel, fp32: SemanticModel) -> None:
+        self.cached, self.uncached, self.fp32, self.name = cached, uncached, fp32, cached.name
         self.calls: list[dict[str, Any]] = []
 
     def similarities(self, query: str, texts: Any) -> np.ndarray:
@@ -54,8 +57,11 @@ class Recorder(SemanticModel):
         t1 = time.perf_counter()
         fresh = self.uncached.encode(texts)
         t2 = time.perf_counter()
-        self.calls.append({"texts": len(texts), "cached_s": t1 - t0, "uncached_s": t2 - t1,
-                           "max_diff": float(np.abs(vectors - fresh).max())})
+        full = self.fp32.encode(texts)
+        t3 = time.perf_counter()
+        self.calls.append({"texts": len(texts), "cached_s": t1 - t0, "uncached_s": t2 - t1, "fp32_s": t3 - t2,
+                           "max_diff": float(np.abs(vectors - fresh).max()),
+                           "max_sim_diff_fp32": float(np.abs(fresh[1:] @ fresh[0] - full[1:] @ full[0]).max())})
         return vectors[1:] @ vectors[0]
 
 
@@ -96,10 +102,14 @@ def main(argv: list[str] | None = None) -> None:
                      for inst in ruler.generate(task, 4096, args.n, args.seed, tokenizer_dir,
                                                 draft_cache_root() / "ruler")]
     encoder = load_semantic(device="cpu")
+    from transformers import AutoModel
+
+    fp32 = AutoModel.from_pretrained(encoder.model.name_or_path, dtype=torch.float32)
 
     def recorder() -> Recorder:
         return Recorder(SemanticModel(encoder.model, encoder.tokenizer, encoder.name),
-                        SemanticModel(encoder.model, encoder.tokenizer, encoder.name, cache_size=0))
+                        SemanticModel(encoder.model, encoder.tokenizer, encoder.name, cache_size=0),
+                        SemanticModel(fp32, encoder.tokenizer, encoder.name, cache_size=0))
     plain = CompressionConfig(keep_ratio=0.25)
     boosted = CompressionConfig(keep_ratio=0.25, semantic_boost=args.boost)
     one_call, loop = [], []
@@ -116,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         with_prior.compress_segments(segments([context], question), query=question, keep_ratio=0.10)  # second budget
         first, second = rec.calls
         one_call.append({"task": inst.task, "index": inst.index, "draft_s": res.stats.timings["total"],
-                         "chunks": first["texts"] - 1, "encoder_s": first["cached_s"],
+                         "chunks": first["texts"] - 1, "encoder_s": first["cached_s"], "fp32_s": first["fp32_s"],
+                         "max_sim_diff_fp32": first["max_sim_diff_fp32"],
                          "second_budget_s": second["cached_s"], "max_diff_cached": second["max_diff"]})
         # agent loop: growing context, KV prefix cache on the draft, vector cache on the encoder
         rec = recorder()
@@ -126,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         for step in range(1, len(parts) + 1):
             out = agent.compress_segments(segments(parts[:step], question), query=question)
             call = rec.calls[-1]  # the draft's share: the call's total less the encoder's three timings
-            draft_s.append(out.stats.timings["total"] - call["cached_s"] - call["uncached_s"])
+            draft_s.append(out.stats.timings["total"] - call["cached_s"] - call["uncached_s"] - call["fp32_s"])
         loop.append({"task": inst.task, "index": inst.index, "steps": len(parts), "draft_s": sum(draft_s),
                      "encoder_cached_s": sum(c["cached_s"] for c in rec.calls),
                      "encoder_uncached_s": sum(c["uncached_s"] for c in rec.calls),
@@ -144,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     summary = {
         "one_call": {"draft_s": med(one_call, lambda r: r["draft_s"]),
                      "encoder_over_draft": med(one_call, lambda r: r["encoder_s"] / r["draft_s"]),
+                     "fp32_over_draft": med(one_call, lambda r: r["fp32_s"] / r["draft_s"]),
+                     "max_sim_diff_fp32": max(r["max_sim_diff_fp32"] for r in one_call),
                      "second_budget_over_draft": med(one_call, lambda r: r["second_budget_s"] / r["draft_s"]),
                      "max_diff_cached": max(r["max_diff_cached"] for r in [*one_call, *loop])},
         "agent_loop": {"draft_s": med(loop, lambda r: r["draft_s"]),
@@ -153,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
                                                  / (r["texts_reused"] + r["texts_encoded"]))},
     }
     result = {"machine": machine_info(), "args": vars(args), "draft": draft.name, "encoder": encoder.name,
+              "encoder_dtype": str(next(encoder.model.parameters()).dtype),
               "summary": summary, "one_call": one_call, "agent_loop": loop,
               "total_seconds": time.perf_counter() - started}
     result["machine"]["load_avg_end"] = os.getloadavg()
@@ -173,7 +187,10 @@ def markdown(result: dict[str, Any]) -> str:
         "side by side in one process.", "",
         "| one call (keep 25%) | value |", "|---|---|",
         f"| draft scoring, no cache | {one['draft_s']:.2f} s |",
-        f"| encoder over the request's chunks / draft | {one['encoder_over_draft']:.1%} |",
+        f"| encoder over the request's chunks ({result['encoder_dtype']}, the library's choice) / draft | "
+        f"{one['encoder_over_draft']:.1%} |",
+        f"| the same encoder in fp32 / draft | {one['fp32_over_draft']:.1%} |",
+        f"| largest difference in a chunk's similarity, library dtype vs fp32 | {one['max_sim_diff_fp32']:.3f} |",
         f"| a second budget over the same text (vectors cached) / draft | {one['second_budget_over_draft']:.2%} |",
         f"| largest difference, cached vs freshly encoded unit vector | {one['max_diff_cached']:.1e} |", "",
         f"| agent loop ({a['steps']} steps, growing context) | value |", "|---|---|",

@@ -94,7 +94,40 @@ def test_the_default_encoder_is_read_from_the_cache_when_its_package_is_not_inst
     model.tokenizer.save_pretrained(folder)
     loaded = load_semantic(DEFAULT_SEMANTIC_MODEL, device="cpu", local_files_only=True, cache_dir=tmp_path)
     assert loaded.name == DEFAULT_SEMANTIC_MODEL
-    np.testing.assert_array_equal(loaded.encode(["some words here"]), model.encode(["some words here"]))
+    _assert_same_encoder(loaded, model)
+
+
+def _assert_same_encoder(loaded: SemanticModel, model: SemanticModel) -> None:
+    """``loaded`` is ``model`` saved and loaded again, in the dtype the loader picks for the CPU."""
+    from specprefill_agents.semantic import _dtype
+
+    dtype = next(loaded.model.parameters()).dtype
+    assert dtype == _dtype("cpu")
+    texts = ["some words here", "other words there"]
+    if dtype == torch.float32:
+        np.testing.assert_array_equal(loaded.encode(texts), model.encode(texts))
+    else:  # bfloat16 keeps about three significant digits
+        np.testing.assert_allclose(loaded.encode(texts), model.encode(texts), atol=0.05)
+
+
+@pytest.mark.parametrize(("amx", "avx512_bf16", "device", "want"), [
+    (False, False, "cpu", torch.float32), (True, False, "cpu", torch.bfloat16), (False, True, "cpu", torch.bfloat16),
+    (True, True, "cuda", torch.float32), (None, None, "cpu", torch.float32)])
+def test_the_encoder_runs_bf16_only_on_a_cpu_that_multiplies_it_natively(
+        amx: bool | None, avx512_bf16: bool | None, device: str, want: torch.dtype,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from specprefill_agents.semantic import _dtype
+
+    def probe(value: bool | None) -> Any:
+        def answer() -> bool:
+            if value is None:
+                raise RuntimeError("no probe here")
+            return value
+        return answer
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", probe(amx), raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", probe(avx512_bf16), raising=False)
+    assert _dtype(device) == want
 
 
 def test_load_semantic_from_a_local_directory_and_a_clear_error_otherwise(tmp_path: Path) -> None:
@@ -102,7 +135,7 @@ def test_load_semantic_from_a_local_directory_and_a_clear_error_otherwise(tmp_pa
     model.model.save_pretrained(tmp_path / "enc")
     model.tokenizer.save_pretrained(tmp_path / "enc")
     loaded = load_semantic(str(tmp_path / "enc"), device="cpu")
-    np.testing.assert_array_equal(loaded.encode(["some words here"]), model.encode(["some words here"]))
+    _assert_same_encoder(loaded, model)
     assert load_semantic(str(tmp_path / "enc"), device="cpu") is loaded  # once per process: shared model and cache
     assert load_semantic(str(tmp_path / "enc"), device="cpu", cache_size=4) is not loaded
     with pytest.raises(DraftModelError, match="semantic model"):
