@@ -71,15 +71,17 @@ def segments(parts: list[str], question: str) -> list[Segment]:
 
 def split(context: str, k: int) -> list[str]:
     """``context`` in ``k`` parts of about equal length, cut at paragraph (else line) breaks."""
-    pieces = context.split("\n\n") if context.count("\n\n") >= k else context.split("\n")
     sep = "\n\n" if context.count("\n\n") >= k else "\n"
     size = len(context) / k
-    parts, cur = [], []
-    for piece in pieces:
+    parts: list[str] = []
+    cur: list[str] = []
+    held = 0
+    for piece in context.split(sep):
         cur.append(piece)
-        if sum(len(p) for p in cur) >= size and len(parts) < k - 1:
+        held += len(piece)
+        if held >= size and len(parts) < k - 1:
             parts.append(sep.join(cur))
-            cur = []
+            cur, held = [], 0
     return [*parts, sep.join(cur)] if cur else parts
 
 

@@ -6,7 +6,8 @@
   the layer's cache (parallel context windows), on the CPU through torch's fused flash kernel
   per segment merged by log-sum-exp (split-K), elsewhere one fp32 softmax;
 * :func:`install_cpu_gemv`: a bf16 model's one-row linears (decode steps) as GEMV on the CPU;
-* :func:`cpu_has_native_bf16`: whether bf16 matrix units (Intel AMX) make bf16 the faster dtype.
+* :func:`cpu_has_native_bf16`: whether bf16 matrix units (Intel AMX) make bf16 the faster dtype;
+  :func:`cpu_has_bf16_dot`: AMX or AVX512-BF16.
 
 Measured in ``benchmarks/bench_cpu_kernels.py``.  Nothing here knows about transformers.
 """
@@ -17,16 +18,28 @@ from typing import Any, cast
 
 import torch
 
-__all__ = ["ROW_CHUNK", "attention_logits", "attend_with_segments", "attention_with_lse", "cpu_has_native_bf16",
-           "fused_attention_available", "install_cpu_gemv"]
+__all__ = ["ROW_CHUNK", "attention_logits", "attend_with_segments", "attention_with_lse", "cpu_has_bf16_dot",
+           "cpu_has_native_bf16", "fused_attention_available", "install_cpu_gemv"]
 
 ROW_CHUNK = 64  # query rows scored / attended at once: bounds the (heads x rows x keys) temporaries
 
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices natively (Intel AMX tiles), so that a bf16
-    draft runs faster than fp32 instead of slower (torch's probe is private: absent -> False)."""
-    probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
+    draft runs faster than fp32 instead of slower."""
+    return _cpu_supports("_is_amx_tile_supported")
+
+
+def cpu_has_bf16_dot() -> bool:
+    """Whether this CPU has bfloat16 dot-product instructions: AMX tiles or AVX512-BF16 (what the
+    semantic prior's encoder runs bf16 on; the draft, measured on AMX only, asks
+    :func:`cpu_has_native_bf16`)."""
+    return _cpu_supports("_is_amx_tile_supported") or _cpu_supports("_is_avx512_bf16_supported")
+
+
+def _cpu_supports(probe_name: str) -> bool:
+    """torch's private CPU feature probe ``torch.cpu.<probe_name>``: absent or failing -> False."""
+    probe = getattr(getattr(torch, "cpu", None), probe_name, None)
     try:
         return bool(probe()) if callable(probe) else False
     except Exception:  # a failing probe only means "use fp32"

@@ -59,14 +59,14 @@ class SemanticModel:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors (float64), one row per text, from the cache where it holds them."""
         with self._lock:
-            new = [t for t in dict.fromkeys(texts) if t not in self._cache]
-            self.hits += len(set(texts)) - len(new)
+            distinct = list(dict.fromkeys(texts))
+            new = [t for t in distinct if t not in self._cache]
+            self.hits += len(distinct) - len(new)
             self.misses += len(new)
-            fresh = dict(zip(new, self._encode(new)))
-            rows = [fresh[t] if t in fresh else self._cache[t] for t in texts]
-            self._cache.update(fresh)
-            for text in dict.fromkeys(texts):  # most recently used last
+            self._cache.update(zip(new, self._encode(new)))
+            for text in distinct:  # most recently used last
                 self._cache.move_to_end(text)
+            rows = [self._cache[t] for t in texts]  # before evicting: a call may hold more than cache_size texts
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return np.stack(rows).astype(np.float64) if rows else np.zeros((0, self._width()))
@@ -155,14 +155,9 @@ def _dtype(device: str) -> Any:
     than fp32 there, with the same counts on RULER's qa_2 tuning seed; float32 elsewhere."""
     import torch
 
-    if not device.startswith("cpu"):
-        return torch.float32
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    try:  # torch's probes are private: absent or failing -> float32
-        native = any(bool(probe()) for probe in probes if callable(probe))
-    except Exception:
-        native = False
-    return torch.bfloat16 if native else torch.float32
+    from .kernels import cpu_has_bf16_dot
+
+    return torch.bfloat16 if device.startswith("cpu") and cpu_has_bf16_dot() else torch.float32
 
 
 def _pinned(cache_dir: str | Path | None, *, download: bool) -> Path:
