@@ -28,15 +28,24 @@ class JsonPiece:
 
 
 def is_json(text: str) -> bool:
-    """True for a JSON object or array (the only JSON worth treating as structure)."""
+    """True for a JSON object or array (the only JSON worth treating as structure), including one
+    nested deeper than ``json`` parses (:func:`split_json` keeps such a text whole)."""
+    return _parsed(text) is not None
+
+
+def _parsed(text: str) -> str | None:
+    """``"json"`` for a JSON object or array, ``"deep"`` for one that opens like it but is nested
+    deeper than ``json`` parses here (its limit depends on the caller's stack), None otherwise."""
     stripped = text.lstrip(_SPACE)
     if not stripped or stripped[0] not in "{[":
-        return False
+        return None
     try:
         json.loads(text)
-    except (ValueError, RecursionError):  # nested too deep to parse: treated as plain text
-        return False
-    return True
+    except RecursionError:
+        return "deep"
+    except ValueError:
+        return None
+    return "json"
 
 
 def _is_key(text: str, end: int) -> bool:
@@ -49,10 +58,15 @@ def split_json(text: str, min_chars: int) -> list[JsonPiece] | None:
     """Pieces of a JSON object/array text, or None if ``text`` is not one.
 
     String values of at least ``min_chars`` characters become value pieces; everything
-    else stays in raw pieces.  ``"".join`` of the raw texts and literals is ``text``.
+    else stays in raw pieces.  ``"".join`` of the raw texts and literals is ``text``.  A text
+    nested too deep to parse is one raw piece, kept whole: it may be valid JSON to a reader with
+    a deeper stack, which a compression as plain text would break.
     """
-    if not is_json(text):
+    parsed = _parsed(text)
+    if parsed is None:
         return None
+    if parsed == "deep":
+        return [JsonPiece(text)]
     pieces: list[JsonPiece] = []
     pos = 0
     for match in _STRING.finditer(text):

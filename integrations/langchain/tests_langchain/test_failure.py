@@ -119,8 +119,9 @@ def test_documents_fall_back(broken) -> None:
 
 @pytest.mark.parametrize("depth", [1_000, 20_000])
 def test_a_tool_output_of_deeply_nested_json_never_ends_the_step(compressor, depth: int) -> None:
-    """``json.loads`` raises RecursionError past ~1,000 levels: such output is compressed as plain
-    text, and the call goes on."""
+    """``json.loads`` raises RecursionError past ~1,000 levels (fewer on a deeper stack): such
+    output is kept whole, since compressing it as text could break what a parser with more stack
+    reads as JSON, and the call goes on."""
     hostile = "[" * depth + "]" * depth
     conversation = [HumanMessage("What does the tool say?"),
                     AIMessage("", tool_calls=[{"name": "read", "args": {}, "id": "c1"}]),
@@ -131,6 +132,7 @@ def test_a_tool_output_of_deeply_nested_json_never_ends_the_step(compressor, dep
         answer = SpecPrefillLLM(inner=inner, compressor=compressor, keep_ratio=0.3).invoke(conversation)
     sent = inner.calls[0]["messages"]
     assert len(sent) == 3 and sent[:2] == conversation[:2] and sent[2].tool_call_id == "c1"
+    assert sent[2].content == hostile
     assert answer.response_metadata[METADATA_KEY]["failure"] is None
 
 

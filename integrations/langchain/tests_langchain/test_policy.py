@@ -7,7 +7,7 @@ import json
 import pytest
 from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
 from specprefill_agents import ConfigError
-from specprefill_agents.json_values import split_json, write_value
+from specprefill_agents.json_values import JsonPiece, split_json, write_value
 
 from langchain_specprefill import MessagePolicy
 from langchain_specprefill.policy import apply_plan, plan_messages
@@ -120,6 +120,13 @@ def test_split_json_round_trips(text: str) -> None:
 @pytest.mark.parametrize("text", ["not json", '"a string"', "42", "{broken", ""])
 def test_non_json_is_plain_text(text: str) -> None:
     assert split_json(text, 1) is None
+
+
+def test_json_nested_too_deep_to_parse_is_one_piece_kept_whole() -> None:
+    deep = "[" * 50_000 + '"' + "v" * 300 + '"' + "]" * 50_000
+    assert split_json(deep, 1) == [JsonPiece(deep)]
+    msgs = [HumanMessage("q0"), ToolMessage(deep, tool_call_id="c"), HumanMessage("q")]
+    assert _compressible(plan_messages(msgs, MessagePolicy())) == []
 
 
 def test_write_value_keeps_ascii_escaping() -> None:

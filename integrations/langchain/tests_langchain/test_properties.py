@@ -91,7 +91,7 @@ def _check_text(new: str, old: str) -> None:
         return
     try:
         parsed = json.loads(old)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than this stack parses
         parsed = None
     if isinstance(parsed, (dict, list)):
         _check_json(json.loads(new), parsed)
