@@ -19,7 +19,7 @@ from .errors import ConfigError, InputError
 from .limits import deadline
 from .lexical import boost_plans
 from .progress import requested_progress
-from .protocols import OnFailure, check_on_failure, handle_failure
+from .protocols import OnFailure, check_on_failure, handle_failure, handle_part_failure
 from .scoring import DraftScorer
 from .segment_scoring import SegmentScorer, asked_query
 from .gaps import gap_seed
@@ -86,6 +86,7 @@ class SpecPrefillCompressor:
             raise ConfigError(f"semantic must be a SemanticModel or None, got {type(semantic).__name__}")
         self._semantic_given = semantic
         self._semantic: dict[str, SemanticModel] = {}
+        self._semantic_failed: dict[str, str] = {}  # encoders that could not be loaded: not tried again
 
     # ------------------------------------------------------------------ loading
     @property
@@ -222,8 +223,9 @@ class SpecPrefillCompressor:
         t_score = time.perf_counter()
         budget = budget_tokens(sum(counts[i] for i in eligible), config.keep_ratio, config.max_tokens)
         asked = asked_query(segments, query)
-        similarity = (lambda q, texts: self.semantic_model(config.semantic_model).similarities(q, texts)) \
-            if config.semantic_boost > 0 and asked else None
+        degraded: list[str] = []
+        similarity = self._similarity(config.semantic_model, degraded) if config.semantic_boost > 0 and asked \
+            else None
         chosen = _select(segments, counts, eligible, token_scores, asked, budget, config, counter, similarity)
         out, spans, new_counts = chosen.segments, chosen.spans, chosen.counts
         t_end = time.perf_counter()
@@ -238,9 +240,34 @@ class SpecPrefillCompressor:
             draft_tokens_reused=token_scores.draft_tokens_reused, score_cache_hits=token_scores.score_cache_hits,
             windows=token_scores.windows, lookahead_tokens=token_scores.lookahead_tokens,
             timings={**token_scores.timings, "select": t_end - t_score, "total": t_end - t_start},
-            passthrough_reasons={**skipped, **chosen.reasons})
+            passthrough_reasons={**skipped, **chosen.reasons}, degraded="; ".join(degraded) or None)
         return CompressionResult(tuple(out), tuple(spans), stats, tuple(chosen.gaps), tuple(s.text for s in segments),
                                  token_scores)
+
+    def _similarity(self, name: str, degraded: list[str]) -> Callable[[str, list[str]], np.ndarray | None]:
+        """The semantic prior's similarities for one call, or None where the encoder cannot be had
+        or fails: the call then selects without the prior and says why in ``degraded``
+        (:func:`handle_part_failure`).  An encoder that could not be loaded is not tried again by
+        this compressor: no fetch at every call, and one warning."""
+        part = f"semantic prior (encoder {name!r})"
+
+        def similarity(query: str, texts: list[str]) -> np.ndarray | None:
+            if name in self._semantic_failed:
+                degraded.append(self._semantic_failed[name])
+                return None
+            try:
+                encoder = self.semantic_model(name)
+            except Exception as exc:
+                self._semantic_failed[name] = handle_part_failure(self.on_failure, exc, type(self).__name__, part)
+                degraded.append(self._semantic_failed[name])
+                return None
+            try:
+                return encoder.similarities(query, texts)
+            except Exception as exc:
+                degraded.append(handle_part_failure(self.on_failure, exc, type(self).__name__, part))
+                return None
+
+        return similarity
 
     def score_segments(self, segments: Sequence[Segment], query: str | None = None) -> TokenScores:
         """Per-token importance of every segment (smoothed), without selecting anything.
@@ -277,7 +304,7 @@ def _draft_name(spec: str | DraftConfig | DraftModel) -> Any:
 
 def _select(segments: list[Segment], counts: list[int], eligible: list[int], token_scores: TokenScores,
             asked: str | None, budget: int, config: CompressionConfig, counter: TokenCounter,
-            similarity: Callable[[str, list[str]], np.ndarray] | None = None) -> _Selection:
+            similarity: Callable[[str, list[str]], np.ndarray | None] | None = None) -> _Selection:
     """The selection stage: chunk the eligible segments (``eligible``, ascending), raise the chunks
     that match the query in words and (with ``similarity``, the semantic prior) in meaning, or, for
     a question about how often things occur, spread the budget evenly; choose under one budget,
@@ -293,7 +320,9 @@ def _select(segments: list[Segment], counts: list[int], eligible: list[int], tok
             plans = boost_plans(plans, asked, config.lexical_boost, config.lexical_feedback)
         if similarity is not None:
             texts = [plan.chunk_text(k) for plan in plans for k in range(len(plan.chunks))]
-            plans = semantic_plans(plans, similarity(asked, texts), config.semantic_boost)
+            sims = similarity(asked, texts)
+            if sims is not None:
+                plans = semantic_plans(plans, sims, config.semantic_boost)
     whole = [counts[i] for i in eligible]
     kept = choose(plans, budget, counter, config, whole=whole)
     out, spans, new_counts = list(segments), [_full_span(s.text) for s in segments], list(counts)

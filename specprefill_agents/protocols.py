@@ -2,8 +2,9 @@
 
 The in-process :class:`~specprefill_agents.SpecPrefillCompressor` implements the protocol, and so
 can a client of a remote draft service; integrations accept either and call nothing else.
-Every failure inside compression goes through :func:`handle_failure`, so an agent step never
-dies because compression failed unless the caller asked for that (``on_failure="raise"``).
+Every failure inside compression goes through :func:`handle_failure` (or, for an optional part
+such as the semantic prior, :func:`handle_part_failure`), so an agent step never dies because
+compression failed unless the caller asked for that (``on_failure="raise"``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .budget import TokenCounter
 from .errors import ConfigError
 from .types import CompressionResult, Segment
 
-__all__ = ["Compressor", "OnFailure", "check_on_failure", "handle_failure"]
+__all__ = ["Compressor", "OnFailure", "check_on_failure", "handle_failure", "handle_part_failure"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,3 +70,17 @@ def handle_failure(on_failure: OnFailure, exc: BaseException, where: str) -> str
         warnings.warn(message, RuntimeWarning, stacklevel=4)
     logger.warning(message)
     return failure
+
+
+def handle_part_failure(on_failure: OnFailure, exc: BaseException, where: str, part: str) -> str:
+    """Apply the policy to ``exc``, raised by an optional ``part`` of a compression in ``where``
+    that the rest can do without: raises ``exc`` under ``"raise"``; otherwise the compression goes
+    on without that part, and the returned line (for ``stats.degraded``) is warned (``"warn"``)
+    and logged."""
+    if on_failure == "raise":
+        raise exc
+    message = f"{part} skipped ({type(exc).__name__}: {exc})"
+    if on_failure == "warn":
+        warnings.warn(f"{where}: {message}", RuntimeWarning, stacklevel=4)
+    logger.warning("%s: %s", where, message)
+    return message

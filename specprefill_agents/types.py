@@ -142,6 +142,9 @@ class CompressionStats(TokenCounts):
     # forwards), lookahead (decode steps), score (attention folded), select, total; score_cache on a hit
     timings: dict[str, float] = field(default_factory=dict)
     failure: str | None = None  # set when compression failed and the input passed through
+    # set when an optional part was skipped and the rest compressed as configured (the semantic
+    # prior's encoder could not be loaded or failed)
+    degraded: str | None = None
     # why a compressible segment came back whole: {segment index: reason}
     passthrough_reasons: dict[int, str] = field(default_factory=dict)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,7 @@ def test_the_compressor_applies_the_semantic_prior(boost: float) -> None:
     assert comp.semantic_model() is marked
 
 
-def test_a_failing_semantic_model_falls_back_to_the_uncompressed_input() -> None:
+def test_a_failing_encoder_leaves_the_prior_out_and_the_rest_still_compresses() -> None:
     class Broken(SemanticModel):
         def __init__(self) -> None:
             self.name = "broken"
@@ -178,17 +179,44 @@ def test_a_failing_semantic_model_falls_back_to_the_uncompressed_input() -> None
         def similarities(self, query: str, texts: Any) -> np.ndarray:
             raise RuntimeError("encoder out of memory (injected)")
 
-    segs = _context()
+    segs, draft = _context(), tiny_draft("llama", max_pos=2048)
     config = CompressionConfig(semantic_boost=8.0)
-    comp = SpecPrefillCompressor(tiny_draft("llama", max_pos=2048), config, on_failure="passthrough",
-                                 semantic=Broken())
+    without = SpecPrefillCompressor(draft, config.replace(semantic_boost=0.0)).compress_segments(segs, max_tokens=40)
+    comp = SpecPrefillCompressor(draft, config, on_failure="passthrough", semantic=Broken())
     out = comp.compress_segments(segs, max_tokens=40)
-    assert list(out.texts) == [s.text for s in segs] and "injected" in (out.stats.failure or "")
+    assert out.texts == without.texts and out.texts[0] != segs[0].text  # compressed, by the draft and BM25
+    assert out.stats.failure is None and "injected" in (out.stats.degraded or "")
+    assert without.stats.degraded is None
     with pytest.raises(RuntimeError, match="injected"):
-        SpecPrefillCompressor(tiny_draft("llama", max_pos=2048), config, on_failure="raise",
-                              semantic=Broken()).compress_segments(segs, max_tokens=40)
+        strict = SpecPrefillCompressor(draft, config, on_failure="raise", semantic=Broken())
+        strict.compress_segments(segs, max_tokens=40)
     with pytest.raises(ConfigError, match="semantic"):
         SpecPrefillCompressor(tiny_draft("llama"), semantic="minilm")  # type: ignore[arg-type]
+
+
+def test_an_encoder_that_cannot_be_loaded_is_tried_once_and_warned_about_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import specprefill_agents.compressor as compressor_mod
+
+    tries: list[str] = []
+
+    def load(name: str, **kwargs: Any) -> SemanticModel:
+        tries.append(name)
+        return load_semantic(name, **kwargs)
+
+    monkeypatch.setattr(compressor_mod, "load_semantic", load)
+    segs, draft = _context(), tiny_draft("llama", max_pos=2048)
+    missing = str(tmp_path / "no-encoder")
+    comp = SpecPrefillCompressor(draft, CompressionConfig(semantic_boost=8.0, semantic_model=missing))
+    with pytest.warns(RuntimeWarning, match="semantic prior .* skipped .*DraftModelError"):
+        first = comp.compress_segments(segs, max_tokens=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        second = comp.compress_segments(segs, max_tokens=40)
+    assert tries == [missing]  # not loaded (or fetched) again
+    without = SpecPrefillCompressor(draft, CompressionConfig()).compress_segments(segs, max_tokens=40)
+    assert first.texts == second.texts == without.texts
+    assert first.stats.degraded == second.stats.degraded and missing in (first.stats.degraded or "")
 
 
 @pytest.mark.parametrize("bad", [{"semantic_boost": -1.0}, {"semantic_boost": math.inf}, {"semantic_boost": True},
