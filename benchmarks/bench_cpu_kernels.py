@@ -1,6 +1,8 @@
 """CPU kernels of the scorer, side by side: fused segment attention and one-row GEMV linears on/off.
 
-Two kernel choices only matter on the CPU and change no result:
+Two kernel choices only matter on the CPU and change no result in fp32 (in bf16, rounding only);
+each variant forces its choice, whatever the library picks for this CPU (``kernels``:
+fused in fp32 and with AMX, GEMV with AMX):
 
 * ``fused``: the query block and the lookahead read every window's KV through torch's fused
   flash kernel per window, merged by log-sum-exp (``kernels.attend_with_segments``);
@@ -33,17 +35,17 @@ import torch
 import specprefill_agents.kernels as kernels
 from benchmarks.bench_agent_loop import build_steps, loop_arguments, machine_info, messages_at, save
 from specprefill_agents import CacheConfig, CompressionConfig, DraftConfig, SpecPrefillCompressor, load_draft
-from specprefill_agents.kernels import fused_attention_available, install_cpu_gemv
+from specprefill_agents.kernels import fused_attention_available, fused_attention_pays, install_cpu_gemv
 
 VARIANTS = {"fused+gemv": (True, True), "fused": (True, False), "gemv": (False, True), "neither": (False, False)}
 PHASES = ("prefill", "query", "lookahead", "score")
 
 
 def _set_variant(model: Any, fused: bool, gemv: bool) -> None:
-    """The A/B switch: the fused-attention probe, and each linear's instance ``forward``."""
-    kernels.fused_attention_available = fused_attention_available if fused else (lambda _t: False)
+    """The A/B switch: the fused-attention choice, and each linear's instance ``forward``."""
+    kernels.fused_attention_pays = fused_attention_available if fused else (lambda _t: False)
     if gemv:
-        install_cpu_gemv(model)
+        install_cpu_gemv(model, force=True)
     else:
         for module in model.modules():
             vars(module).pop("forward", None)
@@ -73,11 +75,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rows[workload][name].append({"seconds": time.perf_counter() - t0,
                                              **{k: res.stats.timings.get(k, 0.0) for k in PHASES}})
                 texts[workload].add(tuple(res.texts))
-    _set_variant(draft.model, True, True)
+    kernels.fused_attention_pays = fused_attention_pays  # the library's own choices again
+    _set_variant(draft.model, False, False)
+    install_cpu_gemv(draft.model)
     summary = {w: {v: {k: round(statistics.median(x[k] for x in runs), 4) for k in ("seconds", *PHASES)}
                    for v, runs in by_variant.items()} for w, by_variant in rows.items()}
     return {"machine": {**machine_info(), "draft_dtype": str(draft.dtype),
-                        "fused_attention_available": fused_attention_available(torch.zeros(1, dtype=draft.dtype))},
+                        "fused_attention_available": fused_attention_available(torch.zeros(1, dtype=draft.dtype)),
+                        "amx": kernels.cpu_has_amx(), "native_bf16": kernels.cpu_has_native_bf16()},
             "args": vars(args), "runs": rows, "median": summary,
             "identical_texts": {w: len(t) == 1 for w, t in texts.items()}}
 
@@ -88,7 +93,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"Machine: {m['cpu']} ({m['logical_cpus']} threads), CUDA: {m['cuda']}; torch {m['torch']}, "
              f"transformers {m['transformers']}; {m['date']}. Median of {result['args']['repeats']} runs per "
              "variant, variants interleaved; `warm` = the agent loop's last step (context "
-             "~4.8k draft tokens, 5 windows) with every window's KV cached; `cold` = the same call, no cache.", "",
+             "~4.8k draft tokens, 5 windows) with every window's KV cached; `cold` = the same call, no cache. "
+             f"AMX: {m.get('amx', '?')}, native bf16 (AMX or AVX512-BF16): {m.get('native_bf16', '?')}.", "",
              "| workload | variant | seconds | vs neither | query | lookahead | score | prefill |",
              "|---|---|---|---|---|---|---|---|"]
     for workload, by_variant in med.items():

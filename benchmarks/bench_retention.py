@@ -94,6 +94,12 @@ def _ours(draft: Any, counter: bl.Counter, config: CompressionConfig | None = No
     return method
 
 
+def dtype_variants(dtypes: list[str], draft_spec: str, counter: bl.Counter, store: Path | None = None) -> list[Any]:
+    """One ``ours[DTYPE]`` per dtype: the same draft loaded in that dtype, side by side with ours."""
+    return [_ours(load_draft(DraftConfig(model=draft_spec, dtype=dtype)), counter, name=f"ours[{dtype}]", store=store)
+            for dtype in dtypes]
+
+
 def int8_draft(draft: Any) -> Any:
     """A copy of ``draft`` whose linear layers run as dynamic int8 (torch.ao.quantization, CPU)."""
     from specprefill_agents import DraftModel
@@ -271,6 +277,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--draft", default="embedded")
     p.add_argument("--draft-dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="draft weights/activations dtype (default: the library's choice for the device)")
+    p.add_argument("--dtype-variants", nargs="*", default=[], choices=["float32", "bfloat16", "float16"],
+                   help="extra rows ours[DTYPE]: the draft loaded in each dtype, side by side")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
     p.add_argument("--int8", action="store_true",
                    help="add ours[int8]: the draft's nn.Linear layers dynamically quantized to int8 (CPU, fp32 draft)")
@@ -299,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     tasks = build_tasks(args, counter)
     methods = build_methods(args.methods, draft, counter, args.seed, args.ours_variants,
                             Path(args.store) if args.store else None)
+    methods += dtype_variants(args.dtype_variants, args.draft, counter, Path(args.store) if args.store else None)
     if args.int8:  # the same draft with dynamic int8 linears, side by side with the methods above
         methods.append(_ours(int8_draft(draft), counter, name="ours[int8]"))
     log(f"{len(tasks)} instances x {len(methods)} methods x {len(args.ratios)} ratios")

@@ -33,8 +33,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from benchmarks import ruler
-from benchmarks.bench_retention import (DEFAULT_METHODS, METHODS, build_methods, log, quiet_offline, scored_seconds,
-                                       token_counter)
+from benchmarks.bench_retention import (DEFAULT_METHODS, METHODS, build_methods, dtype_variants, log, quiet_offline,
+                                       scored_seconds, token_counter)
 from benchmarks.bench_scoring import machine_info
 from specprefill_agents import DraftConfig, Segment, load_draft
 from specprefill_agents.draft import draft_cache_root
@@ -82,7 +82,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     m, a, s = result["machine"], result["args"], result["summary"]
     methods = result["method_names"]
-    lines = [f"# RULER evidence retention ({result['draft']})", "",
+    lines = [f"# RULER evidence retention ({result['draft']}, {result.get('draft_dtype', 'torch.float32')})", "",
              f"{m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']} (`torch.set_num_threads({a['threads']})`), "
              f"transformers {m['transformers']}, {m['date']}. RULER generators from nvidia-long-context-eval "
              f"(nltk's sentence splitter replaced by a regex splitter), seed {a['seed']}, n = {a['n']} per task and "
@@ -153,6 +153,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42, help="42 is RULER's own; tune on others")
     p.add_argument("--ratios", type=float, nargs="*", default=[0.25, 0.10])
     p.add_argument("--token-budgets", type=int, nargs="*", default=[1024, 2048])
+    p.add_argument("--draft-dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="the draft's dtype (default: the library's choice for the device)")
+    p.add_argument("--dtype-variants", nargs="*", default=[], choices=["float32", "bfloat16", "float16"],
+                   help="extra rows ours[DTYPE]: the draft loaded in each dtype, side by side")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--store", default=str(draft_cache_root() / "bench-scores"),
                    help="folder of ours' draft scores, reused across runs ('' to score every time)")
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     quiet_offline(args.threads)
     started = time.perf_counter()
-    draft = load_draft(DraftConfig())
+    draft = load_draft(DraftConfig(dtype=args.draft_dtype))
     tok = draft.tokenizer
     counter = token_counter(tok)
     with tempfile.TemporaryDirectory() as tokenizer_dir:
@@ -197,8 +201,9 @@ def main(argv: list[str] | None = None) -> None:
         cache = draft_cache_root() / "ruler"
         instances = [inst for length in args.lengths for task in args.tasks
                      for inst in ruler.generate(task, length, args.n, args.seed, tokenizer_dir, cache)]
-    methods = build_methods(args.methods, draft, counter, args.seed, args.ours_variants,
-                            Path(args.store) if args.store else None)
+    store = Path(args.store) if args.store else None
+    methods = build_methods(args.methods, draft, counter, args.seed, args.ours_variants, store)
+    methods += dtype_variants(args.dtype_variants, "embedded", counter, store)
     budgets: list[float | int] = [*args.ratios, *args.token_budgets]
     log(f"{len(instances)} instances x {len(methods)} methods x {len(budgets)} budgets")
     rows = []
@@ -207,8 +212,8 @@ def main(argv: list[str] | None = None) -> None:
         rows += done
         log(f"[{k + 1}/{len(instances)}] {inst.task} {inst.length} #{inst.index}: "
             + " ".join(f"{r['method']}@{budget_name(r['budget'])}={'Y' if r['retained'] else 'n'}" for r in done))
-    result = {"machine": machine_info(), "args": vars(args), "draft": draft.name, "budgets": budgets,
-              "method_names": [m.name for m in methods], "rows": rows, "summary": summarise(rows),
+    result = {"machine": machine_info(), "args": vars(args), "draft": draft.name, "draft_dtype": str(draft.dtype),
+              "budgets": budgets, "method_names": [m.name for m in methods], "rows": rows, "summary": summarise(rows),
               "instances": [{"task": i.task, "length": i.length, "index": i.index, "outputs": list(i.outputs),
                              "evidence": list(i.evidence), "support": list(i.support),
                              "context_tokens": counter(i.context)} for i in instances]}

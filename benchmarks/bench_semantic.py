@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
                        "texts_reused_share": med(loop, lambda r: r["texts_reused"]
                                                  / (r["texts_reused"] + r["texts_encoded"]))},
     }
-    result = {"machine": machine_info(), "args": vars(args), "draft": draft.name, "encoder": encoder.name,
+    result = {"machine": machine_info(), "args": vars(args), "draft": draft.name, "draft_dtype": str(draft.dtype),
+              "encoder": encoder.name,
               "encoder_dtype": str(next(encoder.model.parameters()).dtype),
               "summary": summary, "one_call": one_call, "agent_loop": loop,
               "total_seconds": time.perf_counter() - started}
@@ -185,7 +186,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"# Semantic prior: cost next to the draft ({result['encoder']}, boost {a['boost']})", "",
         f"{m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} thread), "
         f"{m['date']}; load avg at start {m['load_avg_start'][0]:.1f}. RULER {', '.join(a['tasks'])} at 4k, seed "
-        f"{a['seed']}, n={a['n']} each; draft {result['draft']}. Medians over instances; every ratio is measured "
+        f"{a['seed']}, n={a['n']} each; draft {result['draft']} ({result.get('draft_dtype', 'torch.float32')}). "
+        "Medians over instances; every ratio is measured "
         "side by side in one process.", "",
         "| one call (keep 25%) | value |", "|---|---|",
         f"| draft scoring, no cache | {one['draft_s']:.2f} s |",

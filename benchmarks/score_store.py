@@ -1,7 +1,7 @@
 """Draft scores kept on disk between benchmark runs, so selection settings are compared on the
 same draft scores without scoring again.
 
-The draft's token scores depend on the draft, the scoring settings
+The draft's token scores depend on the draft and its dtype, the scoring settings
 (:class:`~specprefill_agents.ScoringConfig`), the segments and the query; everything else in
 :class:`~specprefill_agents.CompressionConfig` (units, chunk sizes, lexical prior, budget) acts
 after scoring.  :class:`StoredScoresCompressor` is the library's compressor whose scorer reads
@@ -41,7 +41,9 @@ class _StoredScorer:
 
     def key(self, segments: Sequence[Segment], query: str | None) -> str:
         parts = [[s.role, s.text, s.kind, *self._edges(s)] for s in segments]
-        blob = json.dumps([self.scorer.draft.name, self.inner.config.to_json(), parts, asked_query(segments, query)])
+        draft = self.scorer.draft
+        blob = json.dumps([draft.name, str(draft.dtype), self.inner.config.to_json(), parts,
+                           asked_query(segments, query)])
         return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
     def _edges(self, segment: Segment) -> list[Any]:

@@ -5,9 +5,12 @@
 * :func:`attend_with_segments`: attention of a query block over KV segments that live outside
   the layer's cache (parallel context windows), on the CPU through torch's fused flash kernel
   per segment merged by log-sum-exp (split-K), elsewhere one fp32 softmax;
-* :func:`install_cpu_gemv`: a bf16 model's one-row linears (decode steps) as GEMV on the CPU;
-* :func:`cpu_has_native_bf16`: whether bf16 matrix units (Intel AMX) make bf16 the faster dtype;
-  :func:`cpu_has_bf16_dot`: AMX or AVX512-BF16.
+* :func:`install_cpu_gemv`: a bf16 model's one-row linears (decode steps) as GEMV on an AMX CPU;
+* :func:`cpu_has_native_bf16`: whether the CPU multiplies bf16 natively (Intel AMX tiles or
+  AVX512-BF16 dot products), which makes bf16 the faster dtype; :func:`cpu_has_amx`: the tiles.
+
+Which fast path pays depends on the CPU: with AMX the fused kernel and the GEMV beat the
+plain ones in bf16; with AVX512-BF16 alone both are slower, so bf16 there keeps the plain ones.
 
 Measured in ``benchmarks/bench_cpu_kernels.py``.  Nothing here knows about transformers.
 """
@@ -18,23 +21,22 @@ from typing import Any, cast
 
 import torch
 
-__all__ = ["ROW_CHUNK", "attention_logits", "attend_with_segments", "attention_with_lse", "cpu_has_bf16_dot",
-           "cpu_has_native_bf16", "fused_attention_available", "install_cpu_gemv"]
+__all__ = ["ROW_CHUNK", "attention_logits", "attend_with_segments", "attention_with_lse", "cpu_has_amx",
+           "cpu_has_native_bf16", "fused_attention_available", "fused_attention_pays", "install_cpu_gemv"]
 
 ROW_CHUNK = 64  # query rows scored / attended at once: bounds the (heads x rows x keys) temporaries
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices natively (Intel AMX tiles), so that a bf16
-    draft runs faster than fp32 instead of slower."""
+    """Whether this CPU multiplies bfloat16 natively: Intel AMX tiles or AVX512-BF16 dot products
+    (recent Xeons, AMD Zen 4 and later), so that a bf16 model runs faster than fp32 instead of
+    slower (oneDNN otherwise emulates bf16 in fp32)."""
+    return cpu_has_amx() or _cpu_supports("_is_avx512_bf16_supported")
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has Intel AMX tiles (Sapphire Rapids and later Xeons)."""
     return _cpu_supports("_is_amx_tile_supported")
-
-
-def cpu_has_bf16_dot() -> bool:
-    """Whether this CPU has bfloat16 dot-product instructions: AMX tiles or AVX512-BF16 (what the
-    semantic prior's encoder runs bf16 on; the draft, measured on AMX only, asks
-    :func:`cpu_has_native_bf16`)."""
-    return _cpu_supports("_is_amx_tile_supported") or _cpu_supports("_is_avx512_bf16_supported")
 
 
 def _cpu_supports(probe_name: str) -> bool:
@@ -46,18 +48,21 @@ def _cpu_supports(probe_name: str) -> bool:
         return False
 
 
-def install_cpu_gemv(model: Any) -> int:
-    """On a bf16 model on the CPU, send one-row inputs of its ``nn.Linear`` layers (decode steps)
-    through ``torch.mv``; returns how many layers were switched (idempotent: already switched
-    layers are left alone).
+def install_cpu_gemv(model: Any, *, force: bool = False) -> int:
+    """On a bf16 model on an AMX CPU, send one-row inputs of its ``nn.Linear`` layers (decode
+    steps) through ``torch.mv``; returns how many layers were switched (idempotent: already
+    switched layers are left alone).  ``force``: on any CPU (to measure it).
 
-    oneDNN's bf16 GEMM costs about as much for one row as for sixteen on CPUs (2.2x slower than
-    the GEMV kernel for SmolLM2's MLP, 2.4x for its vocab projection: torch 2.13, Xeon with
-    AMX); the GEMV gives the same values (fp32 accumulation).  Other dtypes and devices keep
-    ``F.linear`` (fp32 GEMM is already at GEMV speed; fp16 GEMV is slower).
+    With AMX, oneDNN's bf16 GEMM costs about as much for one row as for sixteen (2.2x slower
+    than the GEMV kernel for SmolLM2's MLP, 2.4x for its vocab projection: torch 2.13, Xeon);
+    the GEMV gives the same values (fp32 accumulation).  With AVX512-BF16 alone the GEMV is the
+    slower one (a warm agent step's lookahead 0.27 s against 0.20 s: AMD EPYC,
+    ``benchmarks/bench_cpu_kernels.py``), and so it is for other dtypes (fp32 GEMM is already at
+    GEMV speed; fp16 GEMV is slower): they keep ``F.linear``.
     """
     params = next(iter(model.parameters()), None)
-    if params is None or params.device.type != "cpu" or params.dtype != torch.bfloat16:
+    if params is None or params.device.type != "cpu" or params.dtype != torch.bfloat16 \
+            or not (force or cpu_has_amx()):
         return 0
     switched = 0
     for module in model.modules():
@@ -81,6 +86,14 @@ def fused_attention_available(query: torch.Tensor) -> bool:
     kernel (a private op, present since torch 2.2) on a CPU tensor of a float dtype it takes."""
     return (query.device.type == "cpu" and query.dtype in (torch.float32, torch.bfloat16, torch.float16)
             and _FLASH_CPU is not None)
+
+
+def fused_attention_pays(query: torch.Tensor) -> bool:
+    """Whether :func:`attend_with_segments` should take the fused kernel for tensors like
+    ``query``: where it runs, in fp32 (1.04-1.06x faster on a warm agent step, Xeon and EPYC)
+    and in bf16 with AMX (1.18x); not in bf16 without AMX, where it is slower (a warm step's
+    query block 0.183 s against 0.129 s, AMD EPYC with AVX512-BF16)."""
+    return fused_attention_available(query) and (query.dtype != torch.bfloat16 or cpu_has_amx())
 
 
 def attention_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
@@ -128,7 +141,7 @@ def attend_with_segments(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     positions; a sliding layer hides segment keys ``sliding_window`` or more positions back.
     Returns (1, q, heads, d) like the SDPA integration.
 
-    ``fused`` (default: where :func:`fused_attention_available`; never with a softcap): each
+    ``fused`` (default: where :func:`fused_attention_pays`; never with a softcap): each
     segment runs through torch's fused flash kernel, which also gives its rows' log-sum-exp,
     and the per-segment outputs are merged with those (split-K / flash-decoding: the same
     softmax over all keys, no logits materialised).  Otherwise one fp32 softmax over every
@@ -145,7 +158,7 @@ def attend_with_segments(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     else:
         allowed = attention_mask[0, 0, :, -own:] > torch.finfo(attention_mask.dtype).min / 2
     parts = [(k[0], v[0], start) for k, v, start in segments]
-    if softcap is None and (fused_attention_available(key) if fused is None else fused):
+    if softcap is None and (fused_attention_pays(key) if fused is None else fused):
         return _attend_fused(query, key[0], value[0], allowed, parts, positions, scale, sliding_window)
     return _attend_softmax(query, key[0], value[0], allowed, parts, positions, scale, sliding_window, softcap)
 

@@ -155,9 +155,9 @@ def _dtype(device: str) -> Any:
     than fp32 there, with the same counts on RULER's qa_2 tuning seed; float32 elsewhere."""
     import torch
 
-    from .kernels import cpu_has_bf16_dot
+    from .kernels import cpu_has_native_bf16
 
-    return torch.bfloat16 if device.startswith("cpu") and cpu_has_bf16_dot() else torch.float32
+    return torch.bfloat16 if device.startswith("cpu") and cpu_has_native_bf16() else torch.float32
 
 
 def _pinned(cache_dir: str | Path | None, *, download: bool) -> Path:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from benchmarks import baselines as bl
@@ -86,6 +87,10 @@ def test_the_score_store_gives_the_same_compression_without_scoring_again(tmp_pa
     assert len(list(tmp_path.glob("*.npz"))) == 1 and again.scored_seconds == first.scored_seconds
     np.testing.assert_array_equal(again.score_segments(segments, query).segments[0].scores,
                                   reference.score_segments(segments, query).segments[0].scores)
+    half = tiny_draft("llama")
+    half.model.to(torch.bfloat16)  # the same weights in another dtype: scores of their own
+    StoredScoresCompressor(half, cache=cache, on_failure="raise", store=tmp_path).compress_segments(segments, query)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
 
 
 @pytest.mark.skipif(importlib.util.find_spec("long_context_eval") is None,

@@ -98,12 +98,15 @@ def test_local_dir_loads_on_cpu_in_eval_mode(tiny_dir: Path) -> None:
     torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.parametrize(("native_bf16", "expected"), [(False, torch.float32), (True, torch.bfloat16)])
+@pytest.mark.parametrize(("amx", "avx512_bf16", "expected"), [
+    (False, False, torch.float32), (True, False, torch.bfloat16), (False, True, torch.bfloat16)])
 def test_auto_device_and_dtype_without_accelerator(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   native_bf16: bool, expected: torch.dtype) -> None:
+                                                   amx: bool, avx512_bf16: bool, expected: torch.dtype) -> None:
+    """bf16 on a CPU that multiplies it natively (AMX tiles or AVX512-BF16), fp32 elsewhere."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    monkeypatch.setattr(draft_mod, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     draft = load_draft(str(tiny_dir))
     assert draft.device.type == "cpu"
     assert draft.dtype == expected

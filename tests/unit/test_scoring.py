@@ -203,14 +203,18 @@ def test_scoring_passes_the_kv_cache_under_the_keyword_transformers_takes() -> N
             comp.compress(" ".join(f"token{i}" for i in range(n)), query="token7")
 
 
-def test_bf16_cpu_decode_linears_run_as_gemv_with_the_same_logits() -> None:
+def test_bf16_cpu_decode_linears_run_as_gemv_with_the_same_logits(monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import DynamicCache
 
     from specprefill_agents._compat import _cache_keyword
 
     draft = tiny_draft("llama", seed=6)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert install_cpu_gemv(draft.model) == 0  # fp32: F.linear is already at GEMV speed
     draft.model.to(torch.bfloat16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert install_cpu_gemv(draft.model) == 0  # bf16 without AMX: oneDNN's GEMM is the faster one
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     prompt, step = torch.tensor([_ids(30, 20)]), torch.tensor([_ids(1, 21)])
 
     def decode() -> tuple[torch.Tensor, torch.Tensor]:

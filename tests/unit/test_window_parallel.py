@@ -12,7 +12,7 @@ import pytest
 import torch
 from specprefill_agents import CacheConfig, CompressionConfig, KVPrefixCache, SpecPrefillCompressor
 from specprefill_agents.config import ScoringConfig
-from specprefill_agents.kernels import attend_with_segments
+from specprefill_agents.kernels import attend_with_segments, fused_attention_available, fused_attention_pays
 from specprefill_agents.scoring import DraftScorer, plan_windows
 from specprefill_agents.testing import ARCHS, tiny_draft
 from tests.unit.test_cache import _segments
@@ -162,6 +162,24 @@ def test_fused_attention_over_segments_in_bf16_matches_the_fp32_softmax() -> Non
                                  None, None, fused=True)
     assert fused.dtype == torch.bfloat16
     torch.testing.assert_close(fused.float(), exact, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize(("dtype", "amx", "pays"), [
+    (torch.float32, False, True), (torch.float32, True, True), (torch.bfloat16, True, True),
+    (torch.bfloat16, False, False)])
+def test_the_fused_kernel_is_taken_where_it_is_the_faster_one(dtype: torch.dtype, amx: bool, pays: bool,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp32 anywhere, bf16 only with AMX tiles (with AVX512-BF16 alone the plain softmax is faster);
+    the default then gives exactly what the chosen path gives."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    g = torch.Generator().manual_seed(7)
+    segs = [(torch.randn(1, 2, 20, 8, generator=g).to(dtype), torch.randn(1, 2, 20, 8, generator=g).to(dtype), 0)]
+    query = torch.randn(1, 4, 3, 8, generator=g).to(dtype)
+    own_k, own_v = torch.randn(1, 2, 5, 8, generator=g).to(dtype), torch.randn(1, 2, 5, 8, generator=g).to(dtype)
+    assert fused_attention_pays(query) == (pays and fused_attention_available(query))
+    args = (query, own_k, own_v, None, segs, torch.arange(30, 33), 0.3, None, None)
+    chosen = attend_with_segments(*args, fused=fused_attention_pays(query))
+    torch.testing.assert_close(attend_with_segments(*args), chosen, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
