@@ -155,7 +155,8 @@ PHASES = ("prefill", "query", "lookahead", "score", "select")
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     final_unique = rows[-1]["context_tokens"]
     out: dict[str, Any] = {"steps": len(rows), "final_context_tokens": final_unique,
-                           "exact_outputs_identical_to_no_cache": all(r["exact_equals_no_cache"] for r in rows)}
+                           "exact_outputs_identical_to_no_cache": all(r["exact_equals_no_cache"] for r in rows),
+                           "exact_steps_identical_to_no_cache": sum(bool(r["exact_equals_no_cache"]) for r in rows)}
     for mode in ("no-cache", "exact", "approximate"):
         out[mode] = {
             "draft_tokens_forwarded": sum(r[mode]["forwarded"] for r in rows),
@@ -211,7 +212,9 @@ def markdown(result: dict[str, Any]) -> str:
                   f"**{s['context_forward_ratio_no_cache_over_exact']}x** (the part the KV cache removes)."]
     lines += ["", f"Time ratio no-cache / exact: **{s['time_ratio_no_cache_over_exact']}x**; "
               f"no-cache / approximate: {s['time_ratio_no_cache_over_approximate']}x. "
-              f"Exact outputs identical to no-cache at every step: **{s['exact_outputs_identical_to_no_cache']}**."]
+              f"Exact outputs identical to no-cache at every step: **{s['exact_outputs_identical_to_no_cache']}**"
+              + (f" ({s['exact_steps_identical_to_no_cache']} of {s['steps']} steps)."
+                 if "exact_steps_identical_to_no_cache" in s else ".")]
     return "\n".join(lines) + "\n"
 
 

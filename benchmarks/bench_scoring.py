@@ -69,8 +69,9 @@ def load_bench_draft(spec: str) -> Any:
 
 
 def bench_inputs(draft: Any, n_max: int) -> tuple[list[int], list[int]]:
-    """``n_max`` context token ids of stdlib source, and the query block (prefix + question + suffix)."""
-    from specprefill_agents.config import ScoringConfig
+    """``n_max`` context token ids of stdlib source, and the query block (prefix + question + suffix,
+    as the compressor wraps an explicit query)."""
+    from specprefill_agents.segment_scoring import QUERY_PREFIX, QUERY_SUFFIX
 
     tok, ids = draft.tokenizer, []
     for name in TEXT_MODULES:
@@ -80,8 +81,7 @@ def bench_inputs(draft: Any, n_max: int) -> tuple[list[int], list[int]]:
             break
     if len(ids) < n_max:
         raise SystemExit(f"only {len(ids)} tokens of stdlib text; lower the lengths (max asked {n_max})")
-    cfg = ScoringConfig()
-    query = tok(cfg.query_prefix + QUESTION + cfg.query_suffix, add_special_tokens=False)["input_ids"]
+    query = tok(QUERY_PREFIX + QUESTION + QUERY_SUFFIX, add_special_tokens=False)["input_ids"]
     return ids[:n_max], query
 
 
