@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 
-__all__ = ["JsonPiece", "is_json", "split_json", "write_value"]
+__all__ = ["JsonPiece", "split_json", "write_value"]
 
 # In valid JSON a double quote outside a string never occurs, so scanning left to right
 # finds exactly the string literals, escapes included.
@@ -27,15 +27,10 @@ class JsonPiece:
     literal: str | None = None
 
 
-def is_json(text: str) -> bool:
-    """True for a JSON object or array (the only JSON worth treating as structure), including one
-    nested deeper than ``json`` parses (:func:`split_json` keeps such a text whole)."""
-    return _parsed(text) is not None
-
-
 def _parsed(text: str) -> str | None:
-    """``"json"`` for a JSON object or array, ``"deep"`` for one that opens like it but is nested
-    deeper than ``json`` parses here (its limit depends on the caller's stack), None otherwise."""
+    """``"json"`` for a JSON object or array (the only JSON worth treating as structure),
+    ``"deep"`` for one that opens like it but is nested deeper than ``json`` parses here (its
+    limit depends on the caller's stack), None otherwise."""
     stripped = text.lstrip(_SPACE)
     if not stripped or stripped[0] not in "{[":
         return None

@@ -24,7 +24,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from cachetools import LRUCache
@@ -67,6 +67,7 @@ class CompressionReport(TokenCounts):
     seconds: float = 0.0
     failure: str | None = None
     expanded_tokens: int = 0  # tokens of earlier expansion-tool outputs in these messages (kept as they are)
+    degraded: str | None = None  # an optional part skipped in some call (the semantic prior's encoder failed)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "saved_tokens": self.saved_tokens, "ratio": round(self.ratio, 4)}
@@ -96,9 +97,12 @@ class Tally:
     draft_reused: int = 0
     score_hits: int = 0
     scoring: float = 0.0
+    degraded: list[str] = field(default_factory=list)
 
     def add(self, result: CompressionResult) -> None:
         stats = result.stats
+        if stats.degraded and stats.degraded not in self.degraded:
+            self.degraded.append(stats.degraded)
         self.calls += 1
         self.forwarded += stats.draft_tokens_forwarded
         self.draft_reused += stats.draft_tokens_reused
@@ -123,6 +127,7 @@ class Tally:
             scoring_seconds=round(self.scoring, 6),
             seconds=round(time.perf_counter() - start, 6),
             failure=failure,
+            degraded="; ".join(self.degraded) or None,
         )
 
 

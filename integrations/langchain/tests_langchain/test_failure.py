@@ -169,3 +169,26 @@ def test_a_token_counter_that_raises_passes_through_without_crashing(compressor,
             docs, "dedent")
     assert out[0].page_content == docs[0].page_content
     assert out[0].metadata["specprefill"]["counted_with"] == "chars/4"
+
+
+def test_a_failing_semantic_encoder_is_reported_and_the_step_still_compresses(draft, conversation) -> None:
+    import numpy as np
+    from specprefill_agents import SemanticModel
+
+    from .conftest import FAST
+
+    class Broken(SemanticModel):
+        def __init__(self) -> None:
+            self.name = "broken"
+
+        def similarities(self, query: str, texts: object) -> np.ndarray:
+            raise RuntimeError("encoder out of memory (injected)")
+
+    compressor = SpecPrefillCompressor(draft, FAST.replace(semantic_boost=8.0), on_failure="passthrough",
+                                       semantic=Broken())
+    inner = RecordingChatModel()
+    answer = SpecPrefillLLM(inner=inner, compressor=compressor, keep_ratio=0.3).invoke(conversation)
+    report = answer.response_metadata[METADATA_KEY]
+    assert report["failure"] is None and "injected" in (report["degraded"] or "")
+    assert report["compressed_tokens"] < report["original_tokens"]
+    assert len(inner.calls[0]["messages"][-1].content) < len(conversation[-1].content)
