@@ -48,6 +48,9 @@ class SpecPrefillCompressor:
             counter error): ``"warn"`` passes the input through unchanged with a warning,
             ``"passthrough"`` does so silently (logged), ``"raise"`` raises.  Bad arguments,
             checked before any work, always raise a typed error.
+        on_part_failure: when an optional part fails (the semantic prior's encoder): the same
+            policies, but the call compresses without that part and ``stats.degraded`` says so
+            (``"raise"`` raises); None (default) follows ``on_failure``.
         cache: reuse across calls (:class:`CacheConfig`): draft KV prefix cache, score
             cache, exact or approximate mode.
         kv_cache: a :class:`KVPrefixCache` to share between compressors of the same draft.
@@ -65,12 +68,14 @@ class SpecPrefillCompressor:
         *,
         token_counter: Any = None,
         on_failure: OnFailure = "warn",
+        on_part_failure: OnFailure | None = None,
         cache: CacheConfig | None = None,
         kv_cache: KVPrefixCache | None = None,
         progress: bool | None = None,
         semantic: SemanticModel | None = None,
     ) -> None:
         self.on_failure: OnFailure = check_on_failure(on_failure)
+        self.on_part_failure: OnFailure = check_on_failure(on_failure if on_part_failure is None else on_part_failure)
         if progress is not None and not isinstance(progress, bool):
             raise ConfigError(f"progress must be True, False or None, got {progress!r}")
         self.progress = progress
@@ -258,13 +263,14 @@ class SpecPrefillCompressor:
             try:
                 encoder = self.semantic_model(name)
             except Exception as exc:
-                self._semantic_failed[name] = handle_part_failure(self.on_failure, exc, type(self).__name__, part)
+                self._semantic_failed[name] = handle_part_failure(self.on_part_failure, exc, type(self).__name__,
+                                                                  part)
                 degraded.append(self._semantic_failed[name])
                 return None
             try:
                 return encoder.similarities(query, texts)
             except Exception as exc:
-                degraded.append(handle_part_failure(self.on_failure, exc, type(self).__name__, part))
+                degraded.append(handle_part_failure(self.on_part_failure, exc, type(self).__name__, part))
                 return None
 
         return similarity

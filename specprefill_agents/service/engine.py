@@ -94,9 +94,9 @@ class Engine:
         with self._lock:
             comp = self._compressors.get(key)
         if comp is None:
-            comp = SpecPrefillCompressor(
-                self.load(), config, on_failure="raise", cache=self.cache_config, kv_cache=self.kv_cache
-            )
+            comp = SpecPrefillCompressor(  # errors reach the client; an optional part is left out (logged)
+                self.load(), config, on_failure="raise", on_part_failure="passthrough", cache=self.cache_config,
+                kv_cache=self.kv_cache)
             with self._lock:
                 comp = self._compressors.setdefault(key, comp)
         return comp

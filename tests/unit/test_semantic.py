@@ -192,6 +192,12 @@ def test_a_failing_encoder_leaves_the_prior_out_and_the_rest_still_compresses() 
         strict.compress_segments(segs, max_tokens=40)
     with pytest.raises(ConfigError, match="semantic"):
         SpecPrefillCompressor(tiny_draft("llama"), semantic="minilm")  # type: ignore[arg-type]
+    lenient = SpecPrefillCompressor(draft, config, on_failure="raise", on_part_failure="passthrough",
+                                    semantic=Broken())  # as the draft service builds them
+    soft = lenient.compress_segments(segs, max_tokens=40)
+    assert soft.texts == without.texts and "injected" in (soft.stats.degraded or "")
+    with pytest.raises(ConfigError, match="on_failure"):
+        SpecPrefillCompressor(draft, on_part_failure="ignore")  # type: ignore[arg-type]
 
 
 def test_an_encoder_that_cannot_be_loaded_is_tried_once_and_warned_about_once(
@@ -259,3 +265,6 @@ def test_service_configs_that_differ_share_one_encoder(tmp_path: Path) -> None:
     engine.compress([Segment(text)], "Which sentence is about topic 3?", {"lexical_boost": 2})
     encoder = four.semantic_model()
     assert encoder.misses > 0 and encoder.hits >= encoder.misses  # the second config found every text cached
+    missing = Engine(tiny_draft("llama"), CompressionConfig(semantic_boost=8, semantic_model=str(tmp_path / "none")))
+    served = missing.compress([Segment(text)], "Which sentence is about topic 3?", {})  # no encoder: not an error
+    assert served.stats.failure is None and "none" in (served.stats.degraded or "")
