@@ -1,19 +1,24 @@
 """What the semantic prior costs next to the draft, side by side in one process.
 
-Two parts, both on RULER qa_1 / qa_2 at 4k draft tokens (``benchmarks/ruler.py``), the tasks
-the prior is for:
+The library encodes a request's chunks on a worker thread while the draft scores
+(``specprefill_agents.semantic_call``); a CPU draft leaves a core free for it by default.  Both
+parts run on RULER qa_1 / qa_2 at 4k draft tokens (``benchmarks/ruler.py``), the tasks the prior
+is for, and time whole compressions with and without the prior, alternating, best of
+``--reps``:
 
-* **one call** per instance: the draft's scoring time (``timings["total"]`` of a compressor
-  without the prior, no cache) next to the encoder's time over the same request's chunks (in the
-  dtype the library picks, and in fp32), and the same request again at another budget (every
-  vector cached).
+* **one call** per instance, no cache on the draft's side, the encoder's vector cache empty;
+  then the encoder alone over the same chunks (what the prior costs where no core is free), in
+  the library's dtype and in fp32, and again with every vector cached (a second budget).
 * **an agent loop** per instance: the context split into ``--steps`` parts, step ``k`` sending
-  the first ``k`` with the question (a growing tool history).  The draft has its KV prefix cache;
-  the encoder has its vector cache, and is also timed without it on the same texts.
+  the first ``k`` with the question (a growing tool history); the draft has its KV prefix cache,
+  the encoder its vector cache; the encoder alone over the same calls with and without it.
 
-Medians over instances; ratios are encoder / draft.  Usage::
+``--dtypes auto float32`` runs every measurement a second time with the draft and the encoder in
+fp32 (what a CPU without native bf16 runs).  Medians over instances; ratios are with / without
+the prior, or encoder alone / without the prior.  Usage::
 
-    python benchmarks/bench_semantic.py --n 8 --steps 8 --out benchmarks/results/semantic_cost_cpu_epyc.json
+    python benchmarks/bench_semantic.py --n 8 --steps 8 --dtypes auto float32 \
+        --out benchmarks/results/semantic_cost_cpu_epyc.json
 """
 
 from __future__ import annotations
@@ -36,33 +41,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from benchmarks import ruler
 from benchmarks.bench_retention import log, quiet_offline
 from benchmarks.bench_scoring import machine_info
-from specprefill_agents import (CacheConfig, CompressionConfig, DraftConfig, Segment, SemanticModel,
+from specprefill_agents import (CacheConfig, CompressionConfig, DraftConfig, DraftModel, Segment, SemanticModel,
                                 SpecPrefillCompressor, load_draft, load_semantic)
 from specprefill_agents.draft import draft_cache_root
 
+NO_CACHE = CacheConfig(kv_cache_bytes=0, score_cache_entries=0)
 
-class Recorder(SemanticModel):
-    """The library's encoder (vector cache on); each call's texts are also timed on the same model
-    without a cache and on the encoder in fp32 (the library runs it in bf16 where the CPU has
-    native bf16), side by side."""
 
-    def __init__(self, cached: SemanticModel, uncached: SemanticModel, fp32: SemanticModel) -> None:
-        self.cached, self.uncached, self.fp32, self.name = cached, uncached, fp32, cached.name
-        self.calls: list[dict[str, Any]] = []
+class Recording(SemanticModel):
+    """An encoder (vector cache empty at first) that records the texts of every call."""
+
+    def __init__(self, base: SemanticModel) -> None:
+        super().__init__(base.model, base.tokenizer, base.name)
+        self.calls: list[list[str]] = []
 
     def similarities(self, query: str, texts: Any) -> np.ndarray:
-        texts = [query, *texts]
-        t0 = time.perf_counter()
-        vectors = self.cached.encode(texts)
-        t1 = time.perf_counter()
-        fresh = self.uncached.encode(texts)
-        t2 = time.perf_counter()
-        full = self.fp32.encode(texts)
-        t3 = time.perf_counter()
-        self.calls.append({"texts": len(texts), "cached_s": t1 - t0, "uncached_s": t2 - t1, "fp32_s": t3 - t2,
-                           "max_diff": float(np.abs(vectors - fresh).max()),
-                           "max_sim_diff_fp32": float(np.abs(fresh[1:] @ fresh[0] - full[1:] @ full[0]).max())})
-        return vectors[1:] @ vectors[0]
+        self.calls.append([query, *texts])
+        return super().similarities(query, texts)
+
+
+def timed_encode(base: SemanticModel, calls: list[list[str]], cache_size: int = 8192) -> float:
+    """Seconds to encode ``calls`` in order on a fresh encoder over ``base``'s model."""
+    encoder = SemanticModel(base.model, base.tokenizer, base.name, cache_size=cache_size)
+    t0 = time.perf_counter()
+    for texts in calls:
+        encoder.encode(texts)
+    return time.perf_counter() - t0
 
 
 def segments(parts: list[str], question: str) -> list[Segment]:
@@ -85,92 +89,111 @@ def split(context: str, k: int) -> list[str]:
     return [*parts, sep.join(cur)] if cur else parts
 
 
+def one_call(draft: DraftModel, encoder: SemanticModel, fp32: SemanticModel, context: str, question: str,
+             boost: float, reps: int) -> dict[str, Any]:
+    segs = segments([context], question)
+    plain_s, prior_s, recorder = [], [], Recording(encoder)
+    for _ in range(reps):
+        plain_s.append(SpecPrefillCompressor(draft, CompressionConfig(keep_ratio=0.25), cache=NO_CACHE,
+                                             on_failure="raise").compress_segments(segs).stats.timings["total"])
+        recorder = Recording(encoder)
+        prior = SpecPrefillCompressor(draft, CompressionConfig(keep_ratio=0.25, semantic_boost=boost),
+                                      cache=NO_CACHE, semantic=recorder, on_failure="raise")
+        prior_s.append(prior.compress_segments(segs).stats.timings["total"])
+    calls = recorder.calls[:1]
+    warm = SemanticModel(encoder.model, encoder.tokenizer, encoder.name)
+    warm.encode(calls[0])
+    t0 = time.perf_counter()
+    warm.encode(calls[0])  # a second budget over the same text: every vector cached
+    second_budget_s = time.perf_counter() - t0
+    return {"plain_s": min(plain_s), "prior_s": min(prior_s), "chunks": len(calls[0]) - 1,
+            "encoder_s": timed_encode(encoder, calls), "fp32_s": timed_encode(fp32, calls),
+            "second_budget_s": second_budget_s}
+
+
+def agent_loop(draft: DraftModel, encoder: SemanticModel, context: str, question: str, boost: float,
+               steps: int) -> dict[str, Any]:
+    parts = split(context, steps)
+    plain = SpecPrefillCompressor(draft, CompressionConfig(keep_ratio=0.25), on_failure="raise")
+    recorder = Recording(encoder)
+    prior = SpecPrefillCompressor(draft, CompressionConfig(keep_ratio=0.25, semantic_boost=boost),
+                                  semantic=recorder, on_failure="raise")
+    plain_s = prior_s = 0.0
+    for step in range(1, len(parts) + 1):
+        segs = segments(parts[:step], question)
+        plain_s += plain.compress_segments(segs).stats.timings["total"]
+        prior_s += prior.compress_segments(segs).stats.timings["total"]
+    return {"steps": len(parts), "plain_s": plain_s, "prior_s": prior_s,
+            "encoder_cached_s": timed_encode(encoder, recorder.calls),
+            "encoder_uncached_s": timed_encode(encoder, recorder.calls, cache_size=0),
+            "texts_reused": recorder.hits, "texts_encoded": recorder.misses}
+
+
+def summarise(calls: list[dict[str, Any]], loops: list[dict[str, Any]]) -> dict[str, Any]:
+    def med(rows: list[dict[str, Any]], num: str, den: str) -> float:
+        return statistics.median(r[num] / r[den] for r in rows)
+
+    return {
+        "one_call": {"plain_s": statistics.median(r["plain_s"] for r in calls),
+                     "prior_over_plain": med(calls, "prior_s", "plain_s"),
+                     "encoder_over_plain": med(calls, "encoder_s", "plain_s"),
+                     "fp32_encoder_over_plain": med(calls, "fp32_s", "plain_s"),
+                     "second_budget_over_plain": med(calls, "second_budget_s", "plain_s")},
+        "agent_loop": {"plain_s": statistics.median(r["plain_s"] for r in loops),
+                       "prior_over_plain": med(loops, "prior_s", "plain_s"),
+                       "encoder_cached_over_plain": med(loops, "encoder_cached_s", "plain_s"),
+                       "encoder_uncached_over_plain": med(loops, "encoder_uncached_s", "plain_s"),
+                       "texts_reused_share": statistics.median(
+                           r["texts_reused"] / max(1, r["texts_reused"] + r["texts_encoded"]) for r in loops)},
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=["qa_1", "qa_2"])
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--reps", type=int, default=2)
     p.add_argument("--boost", type=float, default=8.0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dtypes", nargs="+", default=["auto"], choices=["auto", "float32"],
+                   help="auto: the library's choice for this CPU; float32: draft and encoder in fp32")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the library's)")
     p.add_argument("--out", default="benchmarks/results/semantic_cost_cpu.json")
     args = p.parse_args(argv)
-    quiet_offline(args.threads)
+    from specprefill_agents.threads import default_num_threads
+
+    quiet_offline(args.threads or default_num_threads())
     started = time.perf_counter()
-    draft = load_draft(DraftConfig())
+    drafts = {d: load_draft(DraftConfig(dtype=None if d == "auto" else d)) for d in args.dtypes}
+    tokenizer = next(iter(drafts.values())).tokenizer
     with tempfile.TemporaryDirectory() as tokenizer_dir:
-        draft.tokenizer.save_pretrained(tokenizer_dir)
+        tokenizer.save_pretrained(tokenizer_dir)
         instances = [inst for task in args.tasks
                      for inst in ruler.generate(task, 4096, args.n, args.seed, tokenizer_dir,
                                                 draft_cache_root() / "ruler")]
     encoder = load_semantic(device="cpu")
     from transformers import AutoModel
 
-    fp32 = AutoModel.from_pretrained(encoder.model.name_or_path, dtype=torch.float32)
-
-    def recorder() -> Recorder:
-        return Recorder(SemanticModel(encoder.model, encoder.tokenizer, encoder.name),
-                        SemanticModel(encoder.model, encoder.tokenizer, encoder.name, cache_size=0),
-                        SemanticModel(fp32, encoder.tokenizer, encoder.name, cache_size=0))
-    plain = CompressionConfig(keep_ratio=0.25)
-    boosted = CompressionConfig(keep_ratio=0.25, semantic_boost=args.boost)
-    one_call, loop = [], []
+    fp32_model = AutoModel.from_pretrained(encoder.model.name_or_path, dtype=torch.float32).eval()
+    fp32 = SemanticModel(fp32_model, encoder.tokenizer, encoder.name)
+    encoders = {"auto": encoder, "float32": fp32}
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = {d: {"one_call": [], "agent_loop": []} for d in args.dtypes}
     for k, inst in enumerate(instances):
         context, question = inst.segments[1][1], inst.question
-        # one call: no cache anywhere on the draft's side; the encoder's cache starts empty
-        rec = recorder()
-        nocache = CacheConfig(kv_cache_bytes=0, score_cache_entries=0)
-        res = SpecPrefillCompressor(draft, plain, cache=nocache, on_failure="raise").compress_segments(
-            segments([context], question), query=question)
-        with_prior = SpecPrefillCompressor(draft, boosted, cache=CacheConfig(kv_cache_bytes=0), semantic=rec,
-                                           on_failure="raise")
-        with_prior.compress_segments(segments([context], question), query=question)
-        with_prior.compress_segments(segments([context], question), query=question, keep_ratio=0.10)  # second budget
-        first, second = rec.calls
-        one_call.append({"task": inst.task, "index": inst.index, "draft_s": res.stats.timings["total"],
-                         "chunks": first["texts"] - 1, "encoder_s": first["cached_s"], "fp32_s": first["fp32_s"],
-                         "max_sim_diff_fp32": first["max_sim_diff_fp32"],
-                         "second_budget_s": second["cached_s"], "max_diff_cached": second["max_diff"]})
-        # agent loop: growing context, KV prefix cache on the draft, vector cache on the encoder
-        rec = recorder()
-        agent = SpecPrefillCompressor(draft, boosted, semantic=rec, on_failure="raise")
-        parts = split(context, args.steps)
-        draft_s = []
-        for step in range(1, len(parts) + 1):
-            out = agent.compress_segments(segments(parts[:step], question), query=question)
-            call = rec.calls[-1]  # the draft's share: the call's total less the encoder's three timings
-            draft_s.append(out.stats.timings["total"] - call["cached_s"] - call["uncached_s"] - call["fp32_s"])
-        loop.append({"task": inst.task, "index": inst.index, "steps": len(parts), "draft_s": sum(draft_s),
-                     "encoder_cached_s": sum(c["cached_s"] for c in rec.calls),
-                     "encoder_uncached_s": sum(c["uncached_s"] for c in rec.calls),
-                     "max_diff_cached": max(c["max_diff"] for c in rec.calls),
-                     "texts_encoded": rec.cached.misses, "texts_reused": rec.cached.hits})
-        row = one_call[-1]
-        log(f"[{k + 1}/{len(instances)}] {inst.task} #{inst.index}: draft {row['draft_s']:.1f} s, encoder "
-            f"{row['encoder_s']:.2f} s (second budget {row['second_budget_s']:.3f} s); "
-            f"loop draft {loop[-1]['draft_s']:.1f} s, encoder {loop[-1]['encoder_cached_s']:.2f} s "
-            f"(uncached {loop[-1]['encoder_uncached_s']:.2f} s)")
-
-    def med(rows: list[dict[str, Any]], f: Any) -> float:
-        return statistics.median(f(r) for r in rows)
-
-    summary = {
-        "one_call": {"draft_s": med(one_call, lambda r: r["draft_s"]),
-                     "encoder_over_draft": med(one_call, lambda r: r["encoder_s"] / r["draft_s"]),
-                     "fp32_over_draft": med(one_call, lambda r: r["fp32_s"] / r["draft_s"]),
-                     "max_sim_diff_fp32": max(r["max_sim_diff_fp32"] for r in one_call),
-                     "second_budget_over_draft": med(one_call, lambda r: r["second_budget_s"] / r["draft_s"]),
-                     "max_diff_cached": max(r["max_diff_cached"] for r in [*one_call, *loop])},
-        "agent_loop": {"draft_s": med(loop, lambda r: r["draft_s"]),
-                       "cached_over_draft": med(loop, lambda r: r["encoder_cached_s"] / r["draft_s"]),
-                       "uncached_over_draft": med(loop, lambda r: r["encoder_uncached_s"] / r["draft_s"]),
-                       "texts_reused_share": med(loop, lambda r: r["texts_reused"]
-                                                 / (r["texts_reused"] + r["texts_encoded"]))},
-    }
-    result = {"machine": machine_info(), "args": vars(args), "draft": draft.name, "draft_dtype": str(draft.dtype),
-              "encoder": encoder.name,
-              "encoder_dtype": str(next(encoder.model.parameters()).dtype),
-              "summary": summary, "one_call": one_call, "agent_loop": loop,
+        for d, draft in drafts.items():
+            call = one_call(draft, encoders[d], fp32, context, question, args.boost, args.reps)
+            loop = agent_loop(draft, encoders[d], context, question, args.boost, args.steps)
+            for name, row in (("one_call", call), ("agent_loop", loop)):
+                rows[d][name].append({"task": inst.task, "index": inst.index, **row})
+            log(f"[{k + 1}/{len(instances)}] {inst.task} #{inst.index} {d}: one call {call['plain_s']:.2f} s -> "
+                f"{call['prior_s']:.2f} s with the prior (encoder alone {call['encoder_s']:.2f} s); loop "
+                f"{loop['plain_s']:.2f} s -> {loop['prior_s']:.2f} s")
+    result = {"machine": machine_info(), "args": vars(args), "encoder": encoder.name,
+              "runs": {d: {"draft": drafts[d].name, "draft_dtype": str(drafts[d].dtype),
+                           "encoder_dtype": str(next(encoders[d].model.parameters()).dtype),
+                           "summary": summarise(rows[d]["one_call"], rows[d]["agent_loop"]), **rows[d]}
+                       for d in args.dtypes},
               "total_seconds": time.perf_counter() - started}
     result["machine"]["load_avg_end"] = os.getloadavg()
     out = Path(args.out)
@@ -180,28 +203,33 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    m, s, a = result["machine"], result["summary"], result["args"]
-    one, loop = s["one_call"], s["agent_loop"]
-    return "\n".join([
+    m, a = result["machine"], result["args"]
+    lines = [
         f"# Semantic prior: cost next to the draft ({result['encoder']}, boost {a['boost']})", "",
-        f"{m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} thread), "
-        f"{m['date']}; load avg at start {m['load_avg_start'][0]:.1f}. RULER {', '.join(a['tasks'])} at 4k, seed "
-        f"{a['seed']}, n={a['n']} each; draft {result['draft']} ({result.get('draft_dtype', 'torch.float32')}). "
-        "Medians over instances; every ratio is measured "
-        "side by side in one process.", "",
-        "| one call (keep 25%) | value |", "|---|---|",
-        f"| draft scoring, no cache | {one['draft_s']:.2f} s |",
-        f"| encoder over the request's chunks ({result['encoder_dtype']}, the library's choice) / draft | "
-        f"{one['encoder_over_draft']:.1%} |",
-        f"| the same encoder in fp32 / draft | {one['fp32_over_draft']:.1%} |",
-        f"| largest difference in a chunk's similarity, library dtype vs fp32 | {one['max_sim_diff_fp32']:.3f} |",
-        f"| a second budget over the same text (vectors cached) / draft | {one['second_budget_over_draft']:.2%} |",
-        f"| largest difference, cached vs freshly encoded unit vector | {one['max_diff_cached']:.1e} |", "",
-        f"| agent loop ({a['steps']} steps, growing context) | value |", "|---|---|",
-        f"| draft scoring over all steps (KV prefix cache) | {loop['draft_s']:.2f} s |",
-        f"| encoder with its vector cache / draft | {loop['cached_over_draft']:.1%} |",
-        f"| encoder without it / draft | {loop['uncached_over_draft']:.1%} |",
-        f"| texts found in the vector cache | {loop['texts_reused_share']:.0%} |", ""])
+        f"{m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} intra-op thread(s) "
+        f"for the draft; the encoder runs on a worker thread), {m['date']}; load avg at start "
+        f"{m['load_avg_start'][0]:.1f}. RULER {', '.join(a['tasks'])} at 4k, seed {a['seed']}, n={a['n']} each. "
+        f"Whole compressions with and without the prior, alternating, best of {a['reps']}; medians over "
+        "instances; every ratio is measured side by side in one process.", ""]
+    for d, run in result["runs"].items():
+        one, loop = run["summary"]["one_call"], run["summary"]["agent_loop"]
+        lines += [
+            f"## draft {run['draft_dtype']}, encoder {run['encoder_dtype']}"
+            + (" (the library's choice on this CPU)" if d == "auto" else " (as on a CPU without native bf16)"), "",
+            "| one call (keep 25%, no cache) | value |", "|---|---|",
+            f"| compression without the prior | {one['plain_s']:.2f} s |",
+            f"| **with the prior / without** (encoder on the worker) | **{one['prior_over_plain']:.3f}** |",
+            f"| encoder alone over the request's chunks / without (no core free) | {one['encoder_over_plain']:.1%} |",
+            f"| the encoder in fp32 alone / without | {one['fp32_encoder_over_plain']:.1%} |",
+            f"| a second budget over the same text (vectors cached) / without | "
+            f"{one['second_budget_over_plain']:.2%} |", "",
+            f"| agent loop ({a['steps']} steps, growing context, KV prefix cache) | value |", "|---|---|",
+            f"| compressions without the prior, all steps | {loop['plain_s']:.2f} s |",
+            f"| **with the prior / without** | **{loop['prior_over_plain']:.3f}** |",
+            f"| encoder alone with its vector cache / without | {loop['encoder_cached_over_plain']:.1%} |",
+            f"| encoder alone without the vector cache / without | {loop['encoder_uncached_over_plain']:.1%} |",
+            f"| texts found in the vector cache | {loop['texts_reused_share']:.0%} |", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

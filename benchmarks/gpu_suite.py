@@ -8,11 +8,13 @@ One process, one device, three measurements side by side (``bash benchmarks/gpu_
    tool output per step (``bench_agent_loop``'s steps), KV prefix cache off vs on: draft tokens
    forwarded and wall time;
 3. **TTFT**: compression (``SpecPrefillCompressor.compress``, cold) + target prefill of the kept
-   tokens vs target prefill of the full context, for a 1.5B and a 7B target.
+   tokens vs target prefill of the full context, for a 1.5B and a 7B target; the compression also
+   without the semantic prior (on by default; its encoder runs on a worker thread), side by side.
 
 Models are built from the published configs with random weights (``NOTES`` says why and what is set
 instead).  ``--dry-run`` runs the same code on the CPU with tiny configs and lengths (a test runs it);
-``--prepare DIR`` (where pip and the embedded draft are) saves what the GPU machine lacks into DIR.
+``--prepare DIR`` (where pip, the embedded draft and the semantic prior's encoder are) saves what the
+GPU machine lacks into DIR.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from specprefill_agents import (
     DraftModel,
     KVPrefixCache,
     ScoringConfig,
+    SemanticModel,
     SpecPrefillCompressor,
 )
 from specprefill_agents._compat import install_scoring_attention
@@ -57,6 +60,10 @@ DRAFT_CONFIG: dict[str, Any] = dict(
     head_dim=64, vocab_size=49152, max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=True,
     rope_parameters={"rope_type": "default", "rope_theta": 100000.0}, bos_token_id=1, eos_token_id=2,
     pad_token_id=2)
+# The semantic prior's encoder: all-MiniLM-L6-v2's config.json (a BERT).
+ENCODER_CONFIG: dict[str, Any] = dict(
+    hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=12, vocab_size=30522,
+    max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0)
 # The published config.json of Qwen2.5-1.5B-Instruct and Qwen2.5-7B-Instruct.
 _QWEN: dict[str, Any] = dict(
     num_hidden_layers=28, max_position_embeddings=32768, rms_norm_eps=1e-6, use_sliding_window=False,
@@ -103,6 +110,8 @@ NOTES = [
     "A forward's time does not depend on the weights' values. What does depend on them is set instead: compressed "
     "target prompts are the given keep ratios of the context, and the draft's greedy lookahead always decodes the "
     "fixed number of tokens (EOS ignored).",
+    "The semantic prior's encoder is all-MiniLM-L6-v2's BERT config with random weights and its real tokenizer "
+    "(carried), in the dtype the library picks for the device; with the prior, every compressor gets it.",
     "Plain forwards past the draft's 8k context are a cost reference only: the scorer reads such a context as "
     "windows of 1024 tokens, in groups of up to 7 under one query block.",
 ]
@@ -157,6 +166,19 @@ def draft_values(plan: Plan) -> dict[str, Any]:
 def build_draft(plan: Plan, device: torch.device, dtype: torch.dtype, tokenizer: Any) -> DraftModel:
     model = build_model("llama", draft_values(plan), plan, device, dtype)
     return FixedLookaheadDraft.from_loaded(model, tokenizer, name=f"smollm2-135m-random-{plan.seed}")
+
+
+def build_encoder(plan: Plan, device: torch.device, tokenizer: Any) -> SemanticModel:
+    """The semantic prior's encoder: MiniLM's config (shrunk in a dry run), random weights, the library's dtype."""
+    from transformers import BertConfig, BertModel
+
+    from specprefill_agents.semantic import _dtype
+
+    values = {**model_values(ENCODER_CONFIG, plan), "pad_token_id": tokenizer.pad_token_id or 0}
+    values["vocab_size"] = max(values["vocab_size"], len(tokenizer))
+    torch.manual_seed(plan.seed)
+    model = BertModel(BertConfig(**values)).to(device=device, dtype=_dtype(str(device))).eval()
+    return SemanticModel(model, tokenizer, f"minilm-l6-random-{plan.seed}")
 
 
 def context_ids(tokenizer: Any, n: int) -> tuple[list[int], list[int]]:
@@ -260,13 +282,17 @@ def bench_shared(draft: DraftModel, ids: list[int], query: list[int], plan: Plan
     return rows
 
 
-def bench_loop(draft: DraftModel, plan: Plan) -> dict[str, Any]:
-    """The agent loop, one compressor per mode, both seeing the same messages at every step."""
+def bench_loop(draft: DraftModel, encoder: SemanticModel, plan: Plan) -> dict[str, Any]:
+    """The agent loop, one compressor per mode, both seeing the same messages at every step (the
+    cache-off compressor's encoder keeps no vectors)."""
     config = CompressionConfig(keep_ratio=plan.ratios[0], scoring=scoring_config(plan))
     modes = {"cache_off": CacheConfig(kv_cache_bytes=0, score_cache_entries=0), "cache_on": CacheConfig()}
-    comps = {m: SpecPrefillCompressor(draft, config, cache=c, on_failure="raise") for m, c in modes.items()}
+    encoders = {"cache_off": uncached(encoder), "cache_on": encoder}
+    comps = {m: SpecPrefillCompressor(draft, config, cache=c, on_failure="raise", semantic=encoders[m])
+             for m, c in modes.items()}
     steps = build_steps(draft.tokenizer, plan.loop_steps, plan.step_tokens)
-    warm = SpecPrefillCompressor(draft, config, cache=modes["cache_off"], on_failure="raise")
+    warm = SpecPrefillCompressor(draft, config, cache=modes["cache_off"], on_failure="raise",
+                                 semantic=uncached(encoder))
     warm.compress_segments(messages_at(steps, len(steps) - 1))  # kernels warm, neither cache touched
     rows = []
     for t in range(len(steps)):
@@ -287,20 +313,34 @@ def bench_loop(draft: DraftModel, plan: Plan) -> dict[str, Any]:
             "per_step": rows}
 
 
-def bench_compress(draft: DraftModel, tokenizer: Any, ids: list[int], plan: Plan) -> dict[tuple[int, float], Any]:
-    """Cold compression (no cache) of ``n`` context tokens' text at each keep ratio, TTFT's first part:
-    median seconds, and the draft tokens before and after (the text re-tokenizes to about ``n``)."""
-    comp = SpecPrefillCompressor(draft, CompressionConfig(scoring=scoring_config(plan)),
-                                 cache=CacheConfig(kv_cache_bytes=0, score_cache_entries=0), on_failure="raise")
+def uncached(encoder: SemanticModel) -> SemanticModel:
+    """``encoder``'s model with no vector cache: every call encodes its chunks."""
+    return SemanticModel(encoder.model, encoder.tokenizer, encoder.name, cache_size=0)
+
+
+def bench_compress(draft: DraftModel, encoder: SemanticModel, tokenizer: Any, ids: list[int],
+                   plan: Plan) -> dict[tuple[int, float], Any]:
+    """Cold compression (no cache, no vector cache) of ``n`` context tokens' text at each keep ratio,
+    TTFT's first part, with the semantic prior (the default) and without it, interleaved: median
+    seconds of both, and the draft tokens before and after (the text re-tokenizes to about ``n``)."""
+    config = CompressionConfig(scoring=scoring_config(plan))
+    nocache = CacheConfig(kv_cache_bytes=0, score_cache_entries=0)
+    comps = {"prior": SpecPrefillCompressor(draft, config, cache=nocache, on_failure="raise",
+                                            semantic=uncached(encoder)),
+             "no_prior": SpecPrefillCompressor(draft, config.replace(semantic_boost=0.0), cache=nocache,
+                                               on_failure="raise")}
     texts = {n: tokenizer.decode(ids[:n]) for n in plan.lengths}
-    comp.compress(texts[plan.lengths[0]], QUESTION, keep_ratio=plan.ratios[0])  # warm-up
+    for comp in comps.values():
+        comp.compress(texts[plan.lengths[0]], QUESTION, keep_ratio=plan.ratios[0])  # warm-up
     out = {}
     for n in plan.lengths:
-        runs = interleaved({str(r): (lambda r=r, n=n: comp.compress(texts[n], QUESTION, keep_ratio=r))
-                            for r in plan.ratios}, plan.repeats)
+        runs = interleaved({f"{m}:{r}": (lambda c=c, r=r, n=n: c.compress(texts[n], QUESTION, keep_ratio=r))
+                            for m, c in comps.items() for r in plan.ratios}, plan.repeats)
         for r in plan.ratios:
-            stats = runs[str(r)][-1][1].stats
-            out[(n, r)] = (median([s for s, _, _ in runs[str(r)]]), [stats.original_tokens, stats.compressed_tokens])
+            stats = runs[f"prior:{r}"][-1][1].stats
+            out[(n, r)] = (median([s for s, _, _ in runs[f"prior:{r}"]]),
+                           [stats.original_tokens, stats.compressed_tokens],
+                           median([s for s, _, _ in runs[f"no_prior:{r}"]]))
     return out
 
 
@@ -327,7 +367,10 @@ def target_rows(model: Any, name: str, plan: Plan, ids: list[int], query: list[i
         times = {k: median([s for s, _, _ in v]) for k, v in interleaved(runs, plan.repeats).items()}
         row: dict[str, Any] = {"context_tokens": n, "query_tokens": len(query), "full_prefill_s": times["full"]}
         row["compressed"] = [{"keep_ratio": r, "context_tokens": kept[(n, r)], "compress_s": compress[(n, r)][0],
-                              "compressor_draft_tokens": compress[(n, r)][1], "prefill_s": times[str(r)],
+                              "compressor_draft_tokens": compress[(n, r)][1],
+                              "compress_no_prior_s": compress[(n, r)][2],
+                              "prior_over_no_prior": compress[(n, r)][0] / compress[(n, r)][2],
+                              "prefill_s": times[str(r)],
                               "ttft_s": compress[(n, r)][0] + times[str(r)],
                               "ttft_over_full": (compress[(n, r)][0] + times[str(r)]) / times["full"]}
                              for r in plan.ratios]
@@ -350,14 +393,20 @@ def run(plan: Plan, out_dir: Path, tokenizer_dir: Path | None) -> Path:
     started, seconds = time.perf_counter(), {}
     tokenizer, tokenizer_name = load_tokenizer(None if plan.dry_run else tokenizer_dir)
     draft = build_draft(plan, device, dtype, tokenizer)
+    encoder_tokenizer, encoder_tokenizer_name = load_tokenizer(
+        None if plan.dry_run or tokenizer_dir is None else tokenizer_dir.parent / "encoder_tokenizer")
+    encoder = build_encoder(plan, device, encoder_tokenizer)
     ids, query = context_ids(tokenizer, max(plan.lengths))
     result: dict[str, Any] = {"suite": "gpu_suite", "device": device_info(plan.dry_run), "notes": NOTES,
                               "plan": dataclasses.asdict(plan), "dtype": str(dtype), "tokenizer": tokenizer_name,
-                              "draft": {"name": draft.name, "config": model_values(draft_values(plan), plan)}}
+                              "draft": {"name": draft.name, "config": model_values(draft_values(plan), plan)},
+                              "encoder": {"name": encoder.name, "config": model_values(ENCODER_CONFIG, plan),
+                                          "dtype": str(next(encoder.model.parameters()).dtype),
+                                          "tokenizer": encoder_tokenizer_name}}
     for section, fn in (("scoring", lambda: bench_scoring(draft, ids, query, plan)),
-                        ("agent_loop", lambda: bench_loop(draft, plan)),
+                        ("agent_loop", lambda: bench_loop(draft, encoder, plan)),
                         ("shared_forwards", lambda: bench_shared(draft, ids, query, plan)),
-                        ("ttft", lambda: _ttft(draft, tokenizer, ids, query, plan, device, dtype))):
+                        ("ttft", lambda: _ttft(draft, encoder, tokenizer, ids, query, plan, device, dtype))):
         t0 = time.perf_counter()
         try:  # a failed section is recorded, the others still run: one GPU run must not lose them all
             result[section] = fn()
@@ -374,23 +423,25 @@ def run(plan: Plan, out_dir: Path, tokenizer_dir: Path | None) -> Path:
     return path
 
 
-def _ttft(draft: DraftModel, tokenizer: Any, ids: list[int], query: list[int], plan: Plan, device: torch.device,
-          dtype: torch.dtype) -> list[dict[str, Any]]:
-    compress = bench_compress(draft, tokenizer, ids, plan)
+def _ttft(draft: DraftModel, encoder: SemanticModel, tokenizer: Any, ids: list[int], query: list[int], plan: Plan,
+          device: torch.device, dtype: torch.dtype) -> list[dict[str, Any]]:
+    compress = bench_compress(draft, encoder, tokenizer, ids, plan)
     return [bench_target(name, plan, device, dtype, ids, query, compress) for name in TARGET_CONFIGS]
 
 
 def prepare(carry: Path) -> None:
-    """Save the embedded draft's tokenizer and download the wheels the GPU machine lacks into ``carry``."""
+    """Save the embedded draft's and the semantic encoder's tokenizers and download the wheels the GPU
+    machine lacks into ``carry``."""
     from importlib.metadata import version
 
-    from specprefill_agents import load_draft
+    from specprefill_agents import load_draft, load_semantic
 
     load_draft().tokenizer.save_pretrained(str(carry / "tokenizer"))
+    load_semantic(device="cpu").tokenizer.save_pretrained(str(carry / "encoder_tokenizer"))
     pins = [f"{name}=={version(name)}" for name in CARRIED_WHEELS]  # the versions tested here
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                     "-d", str(carry / "wheels"), *pins], check=True)
-    print(f"prepared {carry}: tokenizer/ and wheels/ ({', '.join(pins)})", file=sys.stderr)
+    print(f"prepared {carry}: tokenizer/, encoder_tokenizer/ and wheels/ ({', '.join(pins)})", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:

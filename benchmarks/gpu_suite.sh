@@ -2,7 +2,7 @@
 # GPU benchmark suite (benchmarks/gpu_suite.py): scoring cost, agent loop with the KV cache on/off, TTFT.
 #
 #   bash benchmarks/gpu_suite.sh --prepare        # once, where pip and the embedded draft are: fills
-#                                                 # benchmarks/.cache/gpu_suite/ (git-ignored, ~3.5 MB)
+#                                                 # benchmarks/.cache/gpu_suite/ (git-ignored, ~4.2 MB)
 #   bash benchmarks/gpu_suite.sh [OUTDIR]         # on the CUDA machine, with that folder carried
 #   bash benchmarks/gpu_suite.sh --dry-run [OUTDIR]   # the same code on the CPU, tiny sizes (~10 s)
 #

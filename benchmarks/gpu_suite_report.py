@@ -46,7 +46,10 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# {title}: {d['name']}", "",
              f"Device **{d['name']}** (CUDA {d['cuda']}), torch {d['torch']}, transformers {d['transformers']}, "
              f"Python {d['python']}, {d['date']}. Weights in {result['dtype']}; draft tokenizer: "
-             f"{result['tokenizer']}. Medians of {plan['repeats']} interleaved repeats after a warm-up; "
+             f"{result['tokenizer']}"
+             + (f"; semantic encoder {result['encoder']['name']} ({result['encoder']['dtype']})"
+                if "encoder" in result else "")
+             + f". Medians of {plan['repeats']} interleaved repeats after a warm-up; "
              f"{plan['lookahead']} lookahead tokens, scoring windows of {plan['window_tokens']} tokens. "
              f"Suite wall time {result['seconds']['total']:.0f} s.", ""]
     lines += [f"- {note}" for note in result["notes"]]
@@ -117,7 +120,10 @@ def ttft_table(target: dict[str, Any]) -> list[str]:
              "|---" * (2 + len(ratios)) + "|"]
     for r in target["rows"]:
         cells = [f"{c['compress_s']:.3f} + {c['prefill_s']:.3f} = {c['ttft_s']:.3f} (**{c['ttft_over_full']:.2f}x**)"
+                 + (f"; without the prior {c['compress_no_prior_s']:.3f} s ({c['prior_over_no_prior']:.2f}x)"
+                    if "compress_no_prior_s" in c else "")
                  for c in r["compressed"]]
         lines.append(f"| {r['context_tokens']} | {r['full_prefill_s']:.3f} | " + " | ".join(cells) + " |")
-    return lines + ["", "Compression: `SpecPrefillCompressor.compress` of the context's text, cold (no cache); "
+    return lines + ["", "Compression: `SpecPrefillCompressor.compress` of the context's text, cold (no cache), "
+                    "with the semantic prior (the default) and, interleaved, without it (`semantic_boost=0`); "
                     "the compressed prefill forwards that fraction of the context tokens plus the question.", ""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -19,13 +20,16 @@ from .errors import ConfigError, InputError
 from .limits import deadline
 from .lexical import boost_plans
 from .progress import requested_progress
-from .protocols import OnFailure, check_on_failure, handle_failure, handle_part_failure
+from .protocols import OnFailure, check_on_failure, handle_failure
 from .scoring import DraftScorer
-from .segment_scoring import SegmentScorer, asked_query
+from .segment_scoring import SegmentScorer, asked_query, segment_offsets
 from .gaps import gap_seed
-from .selection import asks_how_often, choose, plan_segment, proportional_plans, render_gaps
+from .selection import (SegmentPlan, asks_how_often, choose, chunk_texts, plan_segment, proportional_plans,
+                        render_gaps)
 from .semantic import SemanticModel, load_semantic, semantic_plans
-from .types import SEGMENT_KINDS, CompressionResult, CompressionStats, Gap, KeptSpan, Segment, TokenScores
+from .semantic_call import PendingSimilarities, SemanticPrior
+from .types import (SEGMENT_KINDS, CompressionResult, CompressionStats, Gap, KeptSpan, Segment, SegmentScores,
+                    TokenScores)
 
 __all__ = ["SpecPrefillCompressor"]
 
@@ -89,9 +93,7 @@ class SpecPrefillCompressor:
         self._default_counter = make_counter(token_counter) if token_counter is not None else None
         if semantic is not None and not isinstance(semantic, SemanticModel):
             raise ConfigError(f"semantic must be a SemanticModel or None, got {type(semantic).__name__}")
-        self._semantic_given = semantic
-        self._semantic: dict[str, SemanticModel] = {}
-        self._semantic_failed: dict[str, str] = {}  # encoders that could not be loaded: not tried again
+        self._semantic = SemanticPrior(self._load_semantic, self.on_part_failure, type(self).__name__, semantic)
 
     # ------------------------------------------------------------------ loading
     @property
@@ -114,19 +116,14 @@ class SpecPrefillCompressor:
         """The sentence encoder of the semantic prior (``name``, else ``config.semantic_model``),
         loaded on first use, on the draft's device; a model passed to the constructor is used
         for every name."""
-        if self._semantic_given is not None:
-            return self._semantic_given
-        name = name or self.config.semantic_model
-        if name not in self._semantic:
-            device = str(self.draft.device)
-            with self._lock:
-                if name not in self._semantic:
-                    spec = self._draft_spec if isinstance(self._draft_spec, DraftConfig) else None
-                    with requested_progress(self.progress):  # a first use may fetch the encoder
-                        self._semantic[name] = load_semantic(
-                            name, device=device, local_files_only=spec is not None and spec.local_files_only,
-                            cache_dir=spec.cache_dir if spec is not None else None)
-        return self._semantic[name]
+        return self._semantic.encoder(name or self.config.semantic_model)
+
+    def _load_semantic(self, name: str) -> SemanticModel:
+        spec = self._draft_spec if isinstance(self._draft_spec, DraftConfig) else None
+        device = str(self.draft.device)
+        with requested_progress(self.progress):  # a first use may fetch the encoder
+            return load_semantic(name, device=device, local_files_only=spec is not None and spec.local_files_only,
+                                 cache_dir=spec.cache_dir if spec is not None else None)
 
     def identity(self) -> dict[str, Any]:
         """What decides this compressor's output (draft, config, cache mode), without loading
@@ -223,14 +220,15 @@ class SpecPrefillCompressor:
         eligible = [i for i, s in enumerate(segments) if s.may_compress and i not in skipped]
         if not eligible:
             return _passthrough(segments, counts, counter_name, budget=0, reasons=skipped)
+        scorer = self._ensure_scorer()
+        asked = asked_query(segments, query)
+        pending = self._start_semantic(segments, eligible, asked, config, scorer.scorer.draft.tokenizer)
         with requested_progress(self.progress):
-            token_scores = self._ensure_scorer().score(segments, query, config.max_input_tokens)
+            token_scores = scorer.score(segments, query, config.max_input_tokens)
         t_score = time.perf_counter()
         budget = budget_tokens(sum(counts[i] for i in eligible), config.keep_ratio, config.max_tokens)
-        asked = asked_query(segments, query)
         degraded: list[str] = []
-        similarity = self._similarity(config.semantic_model, degraded) if config.semantic_boost > 0 and asked \
-            else None
+        similarity = None if pending is None else functools.partial(pending.result, degraded=degraded)
         chosen = _select(segments, counts, eligible, token_scores, asked, budget, config, counter, similarity)
         out, spans, new_counts = chosen.segments, chosen.spans, chosen.counts
         t_end = time.perf_counter()
@@ -249,31 +247,17 @@ class SpecPrefillCompressor:
         return CompressionResult(tuple(out), tuple(spans), stats, tuple(chosen.gaps), tuple(s.text for s in segments),
                                  token_scores)
 
-    def _similarity(self, name: str, degraded: list[str]) -> Callable[[str, list[str]], np.ndarray | None]:
-        """The semantic prior's similarities for one call, or None where the encoder cannot be had
-        or fails: the call then selects without the prior and says why in ``degraded``
-        (:func:`handle_part_failure`).  An encoder that could not be loaded is not tried again by
-        this compressor: no fetch at every call, and one warning."""
-        part = f"semantic prior (encoder {name!r})"
-
-        def similarity(query: str, texts: list[str]) -> np.ndarray | None:
-            if name in self._semantic_failed:
-                degraded.append(self._semantic_failed[name])
-                return None
-            try:
-                encoder = self.semantic_model(name)
-            except Exception as exc:
-                self._semantic_failed[name] = handle_part_failure(self.on_part_failure, exc, type(self).__name__,
-                                                                  part)
-                degraded.append(self._semantic_failed[name])
-                return None
-            try:
-                return encoder.similarities(query, texts)
-            except Exception as exc:
-                degraded.append(handle_part_failure(self.on_part_failure, exc, type(self).__name__, part))
-                return None
-
-        return similarity
+    def _start_semantic(self, segments: list[Segment], eligible: list[int], asked: str | None,
+                        config: CompressionConfig, tokenizer: Any) -> PendingSimilarities | None:
+        """The semantic prior's similarities for this call, started on a worker thread before the
+        draft scores (the chunks follow from the draft's tokens alone), or None where the call
+        uses no prior."""
+        if config.semantic_boost <= 0 or not asked or _counts_occurrences(config, asked):
+            return None
+        flat = [SegmentScores(offsets, np.zeros(len(offsets), dtype=np.float32))
+                for offsets in (segment_offsets(tokenizer, segments[i]) for i in eligible)]
+        return self._semantic.start(config.semantic_model, asked,
+                                    chunk_texts(_plans(segments, eligible, flat, config)))
 
     def score_segments(self, segments: Sequence[Segment], query: str | None = None) -> TokenScores:
         """Per-token importance of every segment (smoothed), without selecting anything.
@@ -315,18 +299,14 @@ def _select(segments: list[Segment], counts: list[int], eligible: list[int], tok
     that match the query in words and (with ``similarity``, the semantic prior) in meaning, or, for
     a question about how often things occur, spread the budget evenly; choose under one budget,
     render."""
-    seeds = gap_seed([s.text for s in segments])
-    plans = [dataclasses.replace(plan_segment(segments[i].text, token_scores.segments[i].offsets,
-                                              token_scores.segments[i].scores, config, kind=segments[i].kind),
-                                 ref_seed=seeds[i]) for i in eligible]
-    if config.sampling == "proportional" or (config.sampling == "auto" and asks_how_often(asked)):
+    plans = _plans(segments, eligible, [token_scores.segments[i] for i in eligible], config)
+    if _counts_occurrences(config, asked):
         plans = proportional_plans(plans)
     elif asked:
         if config.lexical_boost:
             plans = boost_plans(plans, asked, config.lexical_boost, config.lexical_feedback)
         if similarity is not None:
-            texts = [plan.chunk_text(k) for plan in plans for k in range(len(plan.chunks))]
-            sims = similarity(asked, texts)
+            sims = similarity(asked, chunk_texts(plans))
             if sims is not None:
                 plans = semantic_plans(plans, sims, config.semantic_boost)
     whole = [counts[i] for i in eligible]
@@ -344,6 +324,19 @@ def _select(segments: list[Segment], counts: list[int], eligible: list[int], tok
                           else "one statement, nothing to cut" if sum(not c.blank for c in plan.chunks) <= 1
                           else "every chunk was chosen under the shared budget")
     return _Selection(out, spans, new_counts, gaps, reasons)
+
+
+def _plans(segments: list[Segment], eligible: list[int], scores: Sequence[SegmentScores],
+           config: CompressionConfig) -> list[SegmentPlan]:
+    """The chunks of the eligible segments (``scores``: one per eligible segment), named for their gaps."""
+    seeds = gap_seed([s.text for s in segments])
+    return [dataclasses.replace(plan_segment(segments[i].text, seg.offsets, seg.scores, config, kind=segments[i].kind),
+                                ref_seed=seeds[i]) for i, seg in zip(eligible, scores)]
+
+
+def _counts_occurrences(config: CompressionConfig, asked: str | None) -> bool:
+    """Whether the budget is filled by a proportional sample (a question about how often things occur)."""
+    return config.sampling == "proportional" or (config.sampling == "auto" and asks_how_often(asked))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ from .limits import check_input_size, default_input_limit
 from .scoring import DraftScorer
 from .types import Segment, SegmentScores, TokenScores
 
-__all__ = ["SegmentScorer", "asked_query", "latest_user_turn", "smooth_scores"]
+__all__ = ["SegmentScorer", "asked_query", "latest_user_turn", "segment_offsets", "smooth_scores"]
 
 _SEPARATOR = "\n\n"
 _USER_ROLES = frozenset({"user", "human"})
@@ -164,13 +164,22 @@ def _tokenize(tokenizer: Any, segments: Sequence[Segment]) -> _Prompt:
     for i, seg in enumerate(segments):
         if i:
             ids.extend(sep)
-        enc = tokenizer(countable(seg.text), add_special_tokens=False, return_offsets_mapping=True)
-        seg_ids, seg_offsets = _context_view(seg, list(enc["input_ids"]),
-                                             np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2))
+        seg_ids, seg_offsets = _context_view(seg, *_segment_tokens(tokenizer, seg))
         ranges.append((len(ids), len(ids) + len(seg_ids)))
         ids.extend(seg_ids)
         offsets.append(seg_offsets)
     return _Prompt(ids, ranges, offsets)
+
+
+def _segment_tokens(tokenizer: Any, seg: Segment) -> tuple[list[int], np.ndarray]:
+    enc = tokenizer(countable(seg.text), add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+
+
+def segment_offsets(tokenizer: Any, seg: Segment) -> np.ndarray:
+    """The character offsets of the draft tokens the scores of ``seg`` will come with (one row
+    per token), without scoring: what the chunks of a compressible segment are cut by."""
+    return _context_view(seg, *_segment_tokens(tokenizer, seg))[1]
 
 
 #: A segment that is never cut (protected, or not compressible) is read by the draft whole up to

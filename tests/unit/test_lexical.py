@@ -90,7 +90,8 @@ def test_the_compressor_applies_the_lexical_prior_to_the_draft_scores(boost: flo
     filler = " ".join(f"word{i % 37} spam{i % 11}." for i in range(150))
     text = filler + " The helper frobnicate_widget takes width and height. " + filler
     query = "What does frobnicate_widget take?"
-    comp = SpecPrefillCompressor(tiny_draft("llama", seed=2), CompressionConfig(keep_ratio=0.1, lexical_boost=boost))
+    comp = SpecPrefillCompressor(tiny_draft("llama", seed=2),
+                                 CompressionConfig(keep_ratio=0.1, lexical_boost=boost, semantic_boost=0.0))
     segments = [Segment(text)]
     out = comp.compress_segments(segments, query).texts[0]
     assert out == _draft_only_selection(comp, segments, query, boost)
@@ -107,7 +108,8 @@ def test_the_compressor_applies_the_lexical_prior_to_the_draft_scores(boost: flo
 def test_a_question_about_how_often_things_occur_gets_an_even_spread(sampling: str, query: str, even: bool) -> None:
     items = np.random.default_rng(5).choice(["apple", "pear", "fig", "plum", "kiwi", "lime"], 400)
     segments = [Segment(" ".join(f"{i}. {w}" for i, w in enumerate(items, 1)), role="tool")]
-    comp = SpecPrefillCompressor(tiny_draft("llama", seed=2), CompressionConfig(keep_ratio=0.2, sampling=sampling))
+    config = CompressionConfig(keep_ratio=0.2, sampling=sampling, semantic_boost=0.0)  # the lexical ranking alone
+    comp = SpecPrefillCompressor(tiny_draft("llama", seed=2), config)
     config, counter = comp.config, make_counter(comp.draft.tokenizer)[0]
     scores = comp.score_segments(segments, query).segments
     plans = [plan_segment(s.text, sc.offsets, sc.scores, config, kind=s.kind) for s, sc in zip(segments, scores)]

