@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     from specprefill_agents.threads import default_num_threads
 
     quiet_offline(args.threads or default_num_threads())
-    started = time.perf_counter()
+    started, machine = time.perf_counter(), machine_info()
     drafts = {d: load_draft(DraftConfig(dtype=None if d == "auto" else d)) for d in args.dtypes}
     tokenizer = next(iter(drafts.values())).tokenizer
     with tempfile.TemporaryDirectory() as tokenizer_dir:
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             log(f"[{k + 1}/{len(instances)}] {inst.task} #{inst.index} {d}: one call {call['plain_s']:.2f} s -> "
                 f"{call['prior_s']:.2f} s with the prior (encoder alone {call['encoder_s']:.2f} s); loop "
                 f"{loop['plain_s']:.2f} s -> {loop['prior_s']:.2f} s")
-    result = {"machine": machine_info(), "args": vars(args), "encoder": encoder.name,
+    result = {"machine": machine, "args": vars(args), "encoder": encoder.name,
               "runs": {d: {"draft": drafts[d].name, "draft_dtype": str(drafts[d].dtype),
                            "encoder_dtype": str(next(encoders[d].model.parameters()).dtype),
                            "summary": summarise(rows[d]["one_call"], rows[d]["agent_loop"]), **rows[d]}
