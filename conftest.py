@@ -4,10 +4,10 @@ Tests that need a CUDA device carry ``@pytest.mark.gpu`` and nothing else: witho
 device they are reported as skipped here, with the reason, instead of each test
 checking for one itself.
 
-The semantic prior is on by default, and its default encoder (all-MiniLM-L6-v2) is fetched
-through pip on first use.  Outside ``tests/integration`` (which runs the real models), a tiny
-random encoder saved in a temporary folder stands in for it, loaded through the real loading
-code, so no test fetches anything; ``@pytest.mark.real_encoder`` opts a test out.
+The semantic prior's default encoder (all-MiniLM-L6-v2) is fetched through pip on first use.
+Outside ``tests/integration`` (which runs the real models), a tiny random encoder saved in a
+temporary folder stands in for it, loaded through the real loading code, so no test that turns
+the prior on fetches anything; ``@pytest.mark.real_encoder`` opts a test out.
 """
 
 from __future__ import annotations

@@ -257,6 +257,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="default: the library's choice for the device")
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("--methods", nargs="+", default=["ours", "bm25"])
+    p.add_argument("--ours-variants", nargs="*", default=[], metavar="NAME:KEY=VALUE,...",
+                   help="extra rows of ours with config changes, e.g. 'nosem:semantic_boost=0'")
     p.add_argument("--lengths", type=int, nargs="*", default=[2048], help="accuracy context sizes (draft tokens)")
     p.add_argument("--n", type=int, default=2, help="accuracy instances per family and length (0: skip)")
     p.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.10])
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     result["dtypes"] = {"draft": str(draft.dtype), "target": str(target.dtype)}
     draft_count = lambda text: len(draft.tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
     target_count = lambda text: len(target.tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
-    methods = build_methods(args.methods, draft, target_count, args.seed)
+    methods = build_methods(args.methods, draft, target_count, args.seed, args.ours_variants)
     tasks = []
     for length in args.lengths if args.n else []:
         for task in make_suite(args.families, [length], args.n, draft_count, seed=args.seed):

@@ -1,12 +1,11 @@
 """Digests of compressed texts and token scores on a fixed set of inputs: a behaviour fingerprint.
 
 Runs the compressor on tiny in-process drafts (Llama, Qwen2, Gemma3 with sliding layers; a
-short and a long draft context, so that windows also form groups) and the tiny in-process
-encoder of the semantic prior, with windows of 1024 and 128 tokens, without and with the KV
-prefix cache, over a 4-step agent loop and a query call.  Each case records a digest of the
-compressed texts, a digest of the exact token-score bytes, and the draft tokens forwarded and
-reused.  Run it on two versions of the code and compare: a refactor that claims to change no
-behaviour must give the same file.
+short and a long draft context, so that windows also form groups), with windows of 1024 and
+128 tokens, without and with the KV prefix cache, over a 4-step agent loop and a query call.
+Each case records a digest of the compressed texts, a digest of the exact token-score bytes,
+and the draft tokens forwarded and reused.  Run it on two versions of the code and compare:
+a refactor that claims to change no behaviour must give the same file.
 
     python benchmarks/output_digests.py --out benchmarks/results/output_digests_tiny.json
     python benchmarks/output_digests.py --out /tmp/new.json --compare benchmarks/results/output_digests_tiny.json
@@ -30,7 +29,7 @@ import torch
 import transformers
 
 from specprefill_agents import CacheConfig, CompressionConfig, ScoringConfig, Segment, SpecPrefillCompressor
-from specprefill_agents.testing import ARCHS, tiny_draft, tiny_semantic
+from specprefill_agents.testing import ARCHS, tiny_draft
 
 DOCS = [inspect.getsource(m) for m in (textwrap, _argparse_module, collections)]
 
@@ -48,8 +47,7 @@ def digests() -> dict[str, Any]:
                 config = CompressionConfig(keep_ratio=0.2, scoring=ScoringConfig(lookahead=3, window_tokens=window))
                 for cache in ("none", "exact"):
                     caches = CacheConfig(kv_cache_bytes=0, score_cache_entries=0) if cache == "none" else CacheConfig()
-                    comp = SpecPrefillCompressor(draft, config, on_failure="raise", cache=caches,
-                                                 semantic=tiny_semantic())
+                    comp = SpecPrefillCompressor(draft, config, on_failure="raise", cache=caches)
                     case = f"{arch}/{max_pos}/{window}/{cache}"
                     segments = [Segment("You answer questions.", role="system", protected=True)]
                     for step in range(4):

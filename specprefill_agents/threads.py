@@ -4,7 +4,8 @@ torch starts one thread per core.  On a machine where another process keeps a co
 agent itself, a target model, a second test run), an intra-op pool that wants every core waits
 at each parallel region for the thread that shares a core with that process: scoring stalls
 (measured in ``benchmarks/bench_threads.py``).  The default leaves one core free and never
-raises a thread count set before.
+raises a thread count set before; the semantic prior's encoder runs on a worker thread beside
+the draft (:mod:`specprefill_agents.semantic_call`) and takes that core when nothing else does.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def test_device_named_and_every_section_present(dry_run: tuple[dict[str, Any], s
     for heading in ("## 1.", "## 2.", *(f"target {name}" for name in TARGET_CONFIGS)):
         assert heading in md
     assert "Weights are random" in md and device["transformers"] in md
-    assert result["encoder"]["name"] in md and "without the prior" in md
+    assert result["encoder"]["name"] in md and "with the semantic prior" in md
     assert _positive(*result["seconds"].values())
 
 
@@ -83,7 +83,7 @@ def test_ttft_compressed_lengths_are_the_given_ratios(dry_run: tuple[dict[str, A
             for c in row["compressed"]:
                 assert c["context_tokens"] == round(c["keep_ratio"] * row["context_tokens"])
                 assert _positive(c["compress_s"], c["prefill_s"], c["ttft_s"], c["ttft_over_full"],
-                                 c["compress_no_prior_s"], c["prior_over_no_prior"])
+                                 c["compress_with_prior_s"], c["prior_over_no_prior"])
                 assert c["ttft_s"] == pytest.approx(c["compress_s"] + c["prefill_s"])
                 before, after = c["compressor_draft_tokens"]
                 assert 0 < after < before

@@ -25,7 +25,7 @@ class SlowEngine(Engine):
     """An engine whose ``slow...`` queries first sleep: a long request, on demand."""
 
     def __init__(self, slow: float) -> None:
-        encoder = save_tiny_semantic(tempfile.mkdtemp(prefix="tiny-encoder-"))  # the semantic prior's, on by default
+        encoder = save_tiny_semantic(tempfile.mkdtemp(prefix="tiny-encoder-"))  # for requests with semantic_boost
         super().__init__(tiny_draft("llama", max_pos=2048), SERVICE_CONFIG.replace(semantic_model=str(encoder)))
         self.slow = slow
 
