@@ -6,7 +6,9 @@ segments: RULER's instructions (protected), the context (compressed) and the que
 (protected; also the query).  Methods are those of ``bench_retention.py`` at the same budget,
 counted with the draft tokenizer: keep ratios (floats) and fixed budgets in tokens (ints:
 SpecPC reports 1024 and 2048).  Metrics (``ruler.evidence_kept``): the evidence each task needs
-survived; for qa_1/qa_2 also the supporting sentences, whole.
+survived; for qa_1/qa_2 also the supporting sentences, whole.  With ``--target``, a target model
+(Qwen2.5-Coder, ``benchmarks/models.py``) also answers every prompt, full and compressed, greedily,
+and RULER's own metric scores the answer (:func:`ruler_score`).
 
 Outputs ``<out>.json`` (every row, the machine named), ``<out>.md`` and ``<out>.png``.  Usage::
 
@@ -15,6 +17,7 @@ Outputs ``<out>.json`` (every row, the machine named), ``<out>.md`` and ``<out>.
     python benchmarks/bench_ruler.py --n 20 --seed 42 --methods embeddings --out /tmp/b.json  # with MiniLM,
     python benchmarks/bench_ruler.py --merge /tmp/a.json /tmp/b.json --out benchmarks/results/ruler_4k_cpu_epyc.json
     python benchmarks/bench_ruler.py --tasks niah_single_1 qa_2 --n 1 --methods ours bm25   # smoke run
+    python benchmarks/bench_ruler.py --tasks qa_1 qa_2 --methods ours --target 0.5b          # answers too
 """
 
 from __future__ import annotations
@@ -48,7 +51,32 @@ def budget_name(budget: float | int) -> str:
     return f"{budget:.0%}" if isinstance(budget, float) else f"{budget} tok"
 
 
-def run_one(method: Any, inst: ruler.RulerInstance, budget: float | int) -> dict[str, Any]:
+def ruler_score(task: str, outputs: tuple[str, ...], prediction: str) -> float:
+    """RULER's metric for one answer: qa takes the best of its alternative answers
+    (``string_match_part``), every other task the share of its outputs named (``string_match_all``);
+    case-insensitive substring matches."""
+    pred = prediction.lower()
+    hits = [o.lower() in pred for o in outputs]
+    if not hits:
+        return 0.0
+    return float(any(hits)) if task.startswith("qa") else sum(hits) / len(hits)
+
+
+def target_answer(target: Any, inst: ruler.RulerInstance, context: str, max_new_tokens: int) -> tuple[str, float]:
+    """The target's greedy answer to RULER's prompt (instructions, ``context``, question; the base
+    template, ending in its answer prefix) as one user turn of its chat template, and its score."""
+    from benchmarks.bench_target import answer
+
+    prompt = inst.segments[0][1] + context + inst.segments[2][1]
+    ids = target.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                               tokenize=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    text, _ = answer(target, ids, max_new_tokens)
+    return text, ruler_score(inst.task, inst.outputs, text)
+
+
+def run_one(method: Any, inst: ruler.RulerInstance, budget: float | int, target: Any = None,
+            max_new_tokens: int = 32) -> dict[str, Any]:
     out = method.compress(segments_of(inst), inst.question, budget)
     kept = out.texts[1]
     retained, alive = ruler.evidence_kept(inst, kept)
@@ -60,7 +88,15 @@ def run_one(method: Any, inst: ruler.RulerInstance, budget: float | int) -> dict
             "support_kept": all(support) if support else None, "support_strict": all(strict) if strict else None,
             "tokens_out": out.tokens, "budget_tokens": out.budget, "seconds": out.seconds,
             "scored_seconds": scored_seconds(method),
-            "text_sha": hashlib.sha256(kept.encode("utf-8", "surrogatepass")).hexdigest()[:16]}
+            "text_sha": hashlib.sha256(kept.encode("utf-8", "surrogatepass")).hexdigest()[:16],
+            **_answered(target, inst, kept, max_new_tokens)}
+
+
+def _answered(target: Any, inst: ruler.RulerInstance, context: str, max_new_tokens: int) -> dict[str, Any]:
+    if target is None:
+        return {}
+    text, score = target_answer(target, inst, context, max_new_tokens)
+    return {"answer": text, "score": score}
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -76,6 +112,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                     "support": sum(sup) / len(sup) if sup else None,
                     "support_strict": sum(strict) / len(strict) if strict else None,
                     "seconds": sum(r["seconds"] for r in v) / len(v)}
+        scores = [r["score"] for r in v if "score" in r]
+        if scores:
+            out[key]["score"] = sum(scores) / len(scores)
     return out
 
 
@@ -106,6 +145,7 @@ def markdown(result: dict[str, Any]) -> str:
             secs = [s.get(f"{mm}|all|{length}|{budget}", {}).get("seconds") for mm in methods]
             lines += ["| *seconds per instance* | " + " | ".join("—" if v is None else f"*{v:.2f}*" for v in secs)
                       + " |", ""]
+    lines += _score_tables(result)
     over = {mm: sum(1 for r in result["rows"] if r["method"] == mm and r["tokens_out"] > r["budget_tokens"])
             for mm in methods}
     lines += ["Compressions over budget: " + ", ".join(f"{mm} {n}" for mm, n in over.items())
@@ -114,6 +154,34 @@ def markdown(result: dict[str, Any]) -> str:
               "an earlier run are read back and the seconds are selection only (`scored_seconds` in the JSON "
               "holds the scoring time when it ran).", ""]
     return "\n".join(lines)
+
+
+def _score_tables(result: dict[str, Any]) -> list[str]:
+    """RULER's score of the target's answers (x100, as RULER reports), full context vs each method."""
+    if not result.get("target"):
+        return []
+    a, s, methods = result["args"], result["summary"], result["method_names"]
+    full: dict[str, list[float]] = defaultdict(list)
+    for i in result["instances"]:
+        for task in (i["task"], "all"):
+            full[f"{task}|{i['length']}"].append(i["full_score"])
+    budgets = result["budgets"]
+    lines = [f"## Target answers: {result['target']} (RULER's score x100; greedy, {a['max_new_tokens']} new tokens at "
+             "most; the prompt as one user turn of its chat template)", ""]
+    for length in a["lengths"]:
+        lines += [f"### {length} tokens", "",
+                  "| task | full | " + " | ".join(f"{mm}@{budget_name(b)}" for mm in methods for b in budgets) + " |",
+                  "|---" * (2 + len(methods) * len(budgets)) + "|"]
+        for task in [*a["tasks"], "all"]:
+            f = full.get(f"{task}|{length}", [])
+            cells = [f"{100 * sum(f) / len(f):.1f}" if f else "—"]
+            for mm in methods:
+                for b in budgets:
+                    v = s.get(f"{mm}|{task}|{length}|{b}", {}).get("score")
+                    cells.append("—" if v is None else f"{100 * v:.1f}")
+            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -150,6 +218,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ours-variants", nargs="*", default=[], metavar="NAME:KEY=VALUE,...")
     p.add_argument("--lengths", type=int, nargs="+", default=[4096])
     p.add_argument("--n", type=int, default=20, help="instances per task and length")
+    p.add_argument("--first", type=int, default=None, metavar="K",
+                   help="run only the first K of the n instances per task and length (a slow method on a subset "
+                        "of the instances that other runs used)")
     p.add_argument("--seed", type=int, default=42, help="42 is RULER's own; tune on others")
     p.add_argument("--ratios", type=float, nargs="*", default=[0.25, 0.10])
     p.add_argument("--token-budgets", type=int, nargs="*", default=[1024, 2048])
@@ -157,6 +228,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the draft's dtype (default: the library's choice for the device)")
     p.add_argument("--dtype-variants", nargs="*", default=[], choices=["float32", "bfloat16", "float16"],
                    help="extra rows ours[DTYPE]: the draft loaded in each dtype, side by side")
+    p.add_argument("--target", default=None, choices=["0.5b", "1.5b"],
+                   help="also answer every prompt, full and compressed, with this Qwen2.5-Coder Instruct target "
+                        "(benchmarks/models.py) and score the answers with RULER's metric")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="the target's answer length (RULER's qa: 32)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--store", default=str(draft_cache_root() / "bench-scores"),
                    help="folder of ours' draft scores, reused across runs ('' to score every time)")
@@ -200,23 +275,33 @@ def main(argv: list[str] | None = None) -> None:
         tok.save_pretrained(tokenizer_dir)
         cache = draft_cache_root() / "ruler"
         instances = [inst for length in args.lengths for task in args.tasks
-                     for inst in ruler.generate(task, length, args.n, args.seed, tokenizer_dir, cache)]
+                     for inst in ruler.generate(task, length, args.n, args.seed, tokenizer_dir, cache)[:args.first]]
     store = Path(args.store) if args.store else None
     methods = build_methods(args.methods, draft, counter, args.seed, args.ours_variants, store)
     methods += dtype_variants(args.dtype_variants, "embedded", counter, store)
     budgets: list[float | int] = [*args.ratios, *args.token_budgets]
+    target = None
+    if args.target:
+        from benchmarks.models import load_target
+
+        target = load_target(args.target)
     log(f"{len(instances)} instances x {len(methods)} methods x {len(budgets)} budgets")
-    rows = []
+    rows, full = [], []
     for k, inst in enumerate(instances):
-        done = [run_one(method, inst, budget) for method in methods for budget in budgets]
+        full.append(_answered(target, inst, inst.context, args.max_new_tokens))
+        done = [run_one(method, inst, budget, target, args.max_new_tokens) for method in methods for budget in budgets]
         rows += done
         log(f"[{k + 1}/{len(instances)}] {inst.task} {inst.length} #{inst.index}: "
-            + " ".join(f"{r['method']}@{budget_name(r['budget'])}={'Y' if r['retained'] else 'n'}" for r in done))
+            + " ".join(f"{r['method']}@{budget_name(r['budget'])}={'Y' if r['retained'] else 'n'}"
+                       + (f"/{r['score']:.1f}" if "score" in r else "") for r in done)
+            + (f" full={full[-1]['score']:.1f}" if full[-1] else ""))
     result = {"machine": machine_info(), "args": vars(args), "draft": draft.name, "draft_dtype": str(draft.dtype),
               "budgets": budgets, "method_names": [m.name for m in methods], "rows": rows, "summary": summarise(rows),
+              "target": target.name if target is not None else None,
               "instances": [{"task": i.task, "length": i.length, "index": i.index, "outputs": list(i.outputs),
                              "evidence": list(i.evidence), "support": list(i.support),
-                             "context_tokens": counter(i.context)} for i in instances]}
+                             "context_tokens": counter(i.context),
+                             **{f"full_{k}": v for k, v in answered.items()}} for i, answered in zip(instances, full)]}
     result["machine"]["load_avg_end"] = os.getloadavg()
     result["total_seconds"] = time.perf_counter() - started
     write(result, Path(args.out))

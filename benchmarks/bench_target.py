@@ -267,6 +267,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=64, help="multi-value answers need ~40 Qwen tokens")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
+    p.add_argument("--store", default="", help="folder of ours' draft scores, shared by ours and its variants "
+                   "(benchmarks/score_store.py; default: score every time)")
     p.add_argument("--out", default=None, help="JSON path; default benchmarks/results/target_<size>_cpu.json")
     return p.parse_args(argv)
 
@@ -281,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     result["dtypes"] = {"draft": str(draft.dtype), "target": str(target.dtype)}
     draft_count = lambda text: len(draft.tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
     target_count = lambda text: len(target.tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
-    methods = build_methods(args.methods, draft, target_count, args.seed, args.ours_variants)
+    methods = build_methods(args.methods, draft, target_count, args.seed, args.ours_variants,
+                            Path(args.store) if args.store else None)
     tasks = []
     for length in args.lengths if args.n else []:
         for task in make_suite(args.families, [length], args.n, draft_count, seed=args.seed):

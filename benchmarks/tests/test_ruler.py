@@ -125,3 +125,28 @@ def test_runs_that_split_the_methods_merge_into_one_result(tmp_path: Path) -> No
     assert result["method_names"] == ["ours", "bm25"] and result["args"]["methods"] == ["ours", "bm25"]
     assert result["summary"]["ours|vt|4096|0.25"]["retention"] == 1.0
     assert result["summary"]["bm25|all|4096|0.25"]["retention"] == 0.0
+
+
+def test_rulers_score_takes_any_qa_answer_and_every_other_output() -> None:
+    from benchmarks.bench_ruler import ruler_score
+
+    assert ruler_score("qa_1", ("France", "the French"), "It is in france.") == 1.0  # any alternative, any case
+    assert ruler_score("qa_2", ("France",), "Normandy") == 0.0
+    assert ruler_score("niah_multivalue", ("123", "456", "789", "000"), "123, 456 and 000") == 0.75  # share named
+    assert ruler_score("vt", ("AB", "CD"), "AB CD") == 1.0
+
+
+def test_target_scores_are_summarised_and_tabled_against_the_full_context() -> None:
+    from benchmarks import bench_ruler
+
+    rows = [{"task": "qa_1", "length": 4096, "method": "ours", "budget": 0.1, "retained": True, "support_kept": True,
+             "support_strict": True, "seconds": 1.0, "tokens_out": 5, "budget_tokens": 9, "score": s}
+            for s in (1.0, 0.0, 1.0, 1.0)]
+    summary = bench_ruler.summarise(rows)
+    assert summary["ours|qa_1|4096|0.1"]["score"] == 0.75
+    result = {"target": "tiny", "args": {"lengths": [4096], "tasks": ["qa_1"], "max_new_tokens": 32},
+              "summary": summary, "method_names": ["ours"], "budgets": [0.1],
+              "instances": [{"task": "qa_1", "length": 4096, "full_score": s} for s in (1.0, 0.0, 0.0, 0.0)]}
+    table = "\n".join(bench_ruler._score_tables(result))
+    assert "| qa_1 | 25.0 | 75.0 |" in table and "| all | 25.0 | 75.0 |" in table
+    assert bench_ruler._score_tables({**result, "target": None}) == []
