@@ -39,8 +39,7 @@ from benchmarks.tasks import FAMILIES, TaskInstance, make_suite
 from specprefill_agents import (CacheConfig, CompressionConfig, DraftConfig, Segment, SpecPrefillCompressor,
                                 load_draft)
 
-METHODS = ("ours", "random", "head_tail", "bm25", "embeddings", "bm25_sentences", "ours+detrend", "ours+2pass",
-           "longllmlingua")
+METHODS = ("ours", "random", "head_tail", "bm25", "embeddings", "bm25_sentences", "longllmlingua")
 DEFAULT_METHODS = METHODS[:5]
 TARGETS = {0.25: 0.95, 0.10: 0.85}
 
@@ -129,10 +128,6 @@ def build_methods(names: list[str], draft: Any, counter: bl.Counter, seed: int,
         "bm25": lambda: bl.BM25Chunks(counter, offsets),
         "embeddings": lambda: bl.EmbeddingChunks(counter, offsets, bl.minilm_encoder()),
         "bm25_sentences": lambda: bl.BM25Sentences(counter),
-        "ours+detrend": lambda: bl.OursDetrended(SpecPrefillCompressor(draft, cache=CacheConfig(kv_cache_bytes=0),
-                                                                       on_failure="raise"), counter),
-        "ours+2pass": lambda: bl.OursTwoPass(SpecPrefillCompressor(draft, cache=CacheConfig(kv_cache_bytes=0),
-                                                                   on_failure="raise"), counter),
         "longllmlingua": longllmlingua,
     }
     return [makers[name]() for name in names] + [_ours(draft, counter, cfg, name, store)
@@ -265,8 +260,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS),
-                   help="ours+detrend: a prototype of a recency-bias fix (see baselines.OursDetrended)")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
     p.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096], help="context size in draft tokens")
     p.add_argument("--n", type=int, default=4, help="instances per family and length")
     p.add_argument("--ours-variants", nargs="*", default=[], metavar="NAME:KEY=VALUE,...",
