@@ -39,6 +39,7 @@ from benchmarks import ruler
 from benchmarks.bench_retention import (DEFAULT_METHODS, METHODS, build_methods, dtype_variants, log, quiet_offline,
                                        scored_seconds, token_counter)
 from benchmarks.bench_scoring import machine_info
+from benchmarks.bench_target import answer
 from specprefill_agents import DraftConfig, Segment, load_draft
 from specprefill_agents.draft import draft_cache_root
 
@@ -62,19 +63,6 @@ def ruler_score(task: str, outputs: tuple[str, ...], prediction: str) -> float:
     return float(any(hits)) if task.startswith("qa") else sum(hits) / len(hits)
 
 
-def target_answer(target: Any, inst: ruler.RulerInstance, context: str, max_new_tokens: int) -> tuple[str, float]:
-    """The target's greedy answer to RULER's prompt (instructions, ``context``, question; the base
-    template, ending in its answer prefix) as one user turn of its chat template, and its score."""
-    from benchmarks.bench_target import answer
-
-    prompt = inst.segments[0][1] + context + inst.segments[2][1]
-    ids = target.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                               tokenize=True)
-    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-    text, _ = answer(target, ids, max_new_tokens)
-    return text, ruler_score(inst.task, inst.outputs, text)
-
-
 def run_one(method: Any, inst: ruler.RulerInstance, budget: float | int, target: Any = None,
             max_new_tokens: int = 32) -> dict[str, Any]:
     out = method.compress(segments_of(inst), inst.question, budget)
@@ -93,10 +81,16 @@ def run_one(method: Any, inst: ruler.RulerInstance, budget: float | int, target:
 
 
 def _answered(target: Any, inst: ruler.RulerInstance, context: str, max_new_tokens: int) -> dict[str, Any]:
+    """The target's greedy answer to RULER's prompt (instructions, ``context``, question: the base
+    template, ending in its answer prefix) as one user turn of its chat template, and its score;
+    nothing without a target."""
     if target is None:
         return {}
-    text, score = target_answer(target, inst, context, max_new_tokens)
-    return {"answer": text, "score": score}
+    prompt = inst.segments[0][1] + context + inst.segments[2][1]
+    ids = target.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                               tokenize=True)
+    text, _ = answer(target, list(ids["input_ids"] if hasattr(ids, "keys") else ids), max_new_tokens)
+    return {"answer": text, "score": ruler_score(inst.task, inst.outputs, text)}
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
