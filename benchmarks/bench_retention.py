@@ -99,6 +99,24 @@ def dtype_variants(dtypes: list[str], draft_spec: str, counter: bl.Counter, stor
             for dtype in dtypes]
 
 
+def named_drafts(items: list[str], flag: str = "--draft-variants") -> list[tuple[str, str]]:
+    """``NAME=SPEC`` arguments as (name, spec) pairs, ``~`` expanded in the spec."""
+    out = []
+    for item in items:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or not spec:
+            raise SystemExit(f"{flag} takes NAME=SPEC, got {item!r}")
+        out.append((name, os.path.expanduser(spec)))
+    return out
+
+
+def draft_variants(specs: list[str], counter: bl.Counter, store: Path | None = None) -> list[Any]:
+    """One ``ours[NAME]`` per ``NAME=SPEC``: another draft (a .gguf file, a model directory or a hub
+    id), side by side with ours; budgets are still counted with ``counter`` (ours' draft tokenizer)."""
+    return [_ours(load_draft(DraftConfig(model=spec)), counter, name=f"ours[{name}]", store=store)
+            for name, spec in named_drafts(specs)]
+
+
 def int8_draft(draft: Any) -> Any:
     """A copy of ``draft`` whose linear layers run as dynamic int8 (torch.ao.quantization, CPU)."""
     from specprefill_agents import DraftModel
@@ -271,6 +289,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--draft", default="embedded")
     p.add_argument("--draft-dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="draft weights/activations dtype (default: the library's choice for the device)")
+    p.add_argument("--draft-variants", nargs="*", default=[], metavar="NAME=SPEC",
+                   help="extra rows ours[NAME]: another draft (a .gguf file, a model directory or a hub id)")
     p.add_argument("--dtype-variants", nargs="*", default=[], choices=["float32", "bfloat16", "float16"],
                    help="extra rows ours[DTYPE]: the draft loaded in each dtype, side by side")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 on a shared machine)")
@@ -302,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     methods = build_methods(args.methods, draft, counter, args.seed, args.ours_variants,
                             Path(args.store) if args.store else None)
     methods += dtype_variants(args.dtype_variants, args.draft, counter, Path(args.store) if args.store else None)
+    methods += draft_variants(args.draft_variants, counter, Path(args.store) if args.store else None)
     if args.int8:  # the same draft with dynamic int8 linears, side by side with the methods above
         methods.append(_ours(int8_draft(draft), counter, name="ours[int8]"))
     log(f"{len(tasks)} instances x {len(methods)} methods x {len(args.ratios)} ratios")

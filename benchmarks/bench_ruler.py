@@ -36,8 +36,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from benchmarks import ruler
-from benchmarks.bench_retention import (DEFAULT_METHODS, METHODS, build_methods, dtype_variants, log, quiet_offline,
-                                       scored_seconds, token_counter)
+from benchmarks.bench_retention import (DEFAULT_METHODS, METHODS, build_methods, draft_variants, dtype_variants, log,
+                                       quiet_offline, scored_seconds, token_counter)
 from benchmarks.bench_scoring import machine_info
 from benchmarks.bench_target import answer
 from specprefill_agents import DraftConfig, Segment, load_draft
@@ -220,6 +220,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--token-budgets", type=int, nargs="*", default=[1024, 2048])
     p.add_argument("--draft-dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="the draft's dtype (default: the library's choice for the device)")
+    p.add_argument("--draft-variants", nargs="*", default=[], metavar="NAME=SPEC",
+                   help="extra rows ours[NAME]: another draft (a .gguf file, a model directory or a hub id); "
+                        "instances and budgets stay counted with the embedded draft's tokenizer")
     p.add_argument("--dtype-variants", nargs="*", default=[], choices=["float32", "bfloat16", "float16"],
                    help="extra rows ours[DTYPE]: the draft loaded in each dtype, side by side")
     p.add_argument("--target", default=None, choices=["0.5b", "1.5b"],
@@ -273,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     store = Path(args.store) if args.store else None
     methods = build_methods(args.methods, draft, counter, args.seed, args.ours_variants, store)
     methods += dtype_variants(args.dtype_variants, "embedded", counter, store)
+    methods += draft_variants(args.draft_variants, counter, store)
     budgets: list[float | int] = [*args.ratios, *args.token_budgets]
     target = None
     if args.target:

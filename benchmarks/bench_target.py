@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch
 
-from benchmarks.bench_retention import build_methods, log, quiet_offline, segments_of
+from benchmarks.bench_retention import build_methods, draft_variants, log, quiet_offline, segments_of
 from benchmarks.bench_scoring import device_sync, machine_info
 from benchmarks.models import load_target
 from benchmarks.tasks import FAMILIES, TaskInstance, make_suite
@@ -259,6 +259,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=["ours", "bm25"])
     p.add_argument("--ours-variants", nargs="*", default=[], metavar="NAME:KEY=VALUE,...",
                    help="extra rows of ours with config changes, e.g. 'nosem:semantic_boost=0'")
+    p.add_argument("--draft-variants", nargs="*", default=[], metavar="NAME=SPEC",
+                   help="extra rows ours[NAME]: another draft (a .gguf file, a model directory or a hub id)")
     p.add_argument("--lengths", type=int, nargs="*", default=[2048], help="accuracy context sizes (draft tokens)")
     p.add_argument("--n", type=int, default=2, help="accuracy instances per family and length (0: skip)")
     p.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.10])
@@ -285,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     target_count = lambda text: len(target.tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
     methods = build_methods(args.methods, draft, target_count, args.seed, args.ours_variants,
                             Path(args.store) if args.store else None)
+    methods += draft_variants(args.draft_variants, target_count, Path(args.store) if args.store else None)
     tasks = []
     for length in args.lengths if args.n else []:
         for task in make_suite(args.families, [length], args.n, draft_count, seed=args.seed):

