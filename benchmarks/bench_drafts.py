@@ -61,12 +61,14 @@ def summarise(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, An
     for length in sorted({r["length"] for r in rows}):
         med = {n: statistics.median(r["seconds"] for r in rows if r["length"] == length and r["draft"] == n)
                for n in names}
-        pairs = [(r["seconds"], o["seconds"]) for r in rows for o in rows
-                 if r["length"] == o["length"] == length and r["task"] == o["task"] and r["index"] == o["index"]
-                 and r["draft"] == names[0] and o["draft"] != names[0]]
-        out.append({"length": length, "n": len(pairs) // max(len(names) - 1, 1), "median_s": med,
+        by_prompt: dict[tuple[str, int], dict[str, float]] = {}
+        for r in rows:
+            if r["length"] == length:
+                by_prompt.setdefault((r["task"], r["index"]), {})[r["draft"]] = r["seconds"]
+        out.append({"length": length, "n": len(by_prompt), "median_s": med,
                     "ratio_median": {n: med[n] / med[names[0]] for n in names[1:]},
-                    "ratio_of_pairs_median": statistics.median(b / a for a, b in pairs) if pairs else None})
+                    "ratio_of_pairs_median": {n: statistics.median(t[n] / t[names[0]] for t in by_prompt.values())
+                                              for n in names[1:]}})
     return out
 
 

@@ -33,7 +33,7 @@ def test_summary_ratios_from_known_rows() -> None:
             for i, (a, b) in enumerate([(1.0, 1.5), (2.0, 2.0), (3.0, 3.3)]) for d, s in (("a", a), ("b", b))]
     (s,) = bench_drafts.summarise(rows, ["a", "b"])
     assert s["median_s"] == {"a": 2.0, "b": 2.0} and s["ratio_median"]["b"] == 1.0
-    assert s["ratio_of_pairs_median"] == pytest.approx(1.1)  # of 1.5, 1.0, 1.1
+    assert s["n"] == 3 and s["ratio_of_pairs_median"]["b"] == pytest.approx(1.1)  # of 1.5, 1.0, 1.1
 
 
 def test_draft_variants_take_name_equals_spec() -> None:
