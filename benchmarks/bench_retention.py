@@ -319,10 +319,10 @@ def main(argv: list[str] | None = None) -> None:
     draft = load_draft(DraftConfig(model=args.draft, dtype=args.draft_dtype))
     counter = token_counter(draft.tokenizer)
     tasks = build_tasks(args, counter)
-    methods = build_methods(args.methods, draft, counter, args.seed, args.ours_variants,
-                            Path(args.store) if args.store else None)
-    methods += dtype_variants(args.dtype_variants, args.draft, counter, Path(args.store) if args.store else None)
-    methods += draft_variants(args.draft_variants, counter, Path(args.store) if args.store else None)
+    store = Path(args.store) if args.store else None
+    methods = build_methods(args.methods, draft, counter, args.seed, args.ours_variants, store)
+    methods += dtype_variants(args.dtype_variants, args.draft, counter, store)
+    methods += draft_variants(args.draft_variants, counter, store)
     if args.int8:  # the same draft with dynamic int8 linears, side by side with the methods above
         methods.append(_ours(int8_draft(draft), counter, name="ours[int8]"))
     log(f"{len(tasks)} instances x {len(methods)} methods x {len(args.ratios)} ratios")

@@ -285,9 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     result["dtypes"] = {"draft": str(draft.dtype), "target": str(target.dtype)}
     draft_count = lambda text: len(draft.tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
     target_count = lambda text: len(target.tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
-    methods = build_methods(args.methods, draft, target_count, args.seed, args.ours_variants,
-                            Path(args.store) if args.store else None)
-    methods += draft_variants(args.draft_variants, target_count, Path(args.store) if args.store else None)
+    store = Path(args.store) if args.store else None
+    methods = build_methods(args.methods, draft, target_count, args.seed, args.ours_variants, store)
+    methods += draft_variants(args.draft_variants, target_count, store)
     tasks = []
     for length in args.lengths if args.n else []:
         for task in make_suite(args.families, [length], args.n, draft_count, seed=args.seed):

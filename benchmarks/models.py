@@ -222,18 +222,20 @@ def assemble(spec: TargetSpec, folder: Path) -> Path:
     return gguf
 
 
+def _fetch(specs: dict[str, TargetSpec], kind: str, name: str, cache_dir: str | os.PathLike[str] | None) -> Path:
+    if name not in specs:
+        raise BenchModelError(f"unknown {kind} {name!r}; pick one of {', '.join(specs)}")
+    return assemble(specs[name], bench_models_dir(cache_dir))
+
+
 def fetch_target(size: Size, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Path of the verified GGUF of the Qwen2.5-Coder ``size`` instruct model (fetched when missing)."""
-    if size not in TARGETS:
-        raise BenchModelError(f"unknown target size {size!r}; pick one of {', '.join(TARGETS)}")
-    return assemble(TARGETS[size], bench_models_dir(cache_dir))
+    return _fetch(TARGETS, "target size", size, cache_dir)
 
 
 def fetch_draft(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Path of the verified GGUF of the draft ``name`` (a key of :data:`DRAFTS`; fetched when missing)."""
-    if name not in DRAFTS:
-        raise BenchModelError(f"unknown draft {name!r}; pick one of {', '.join(DRAFTS)}")
-    return assemble(DRAFTS[name], bench_models_dir(cache_dir))
+    return _fetch(DRAFTS, "draft", name, cache_dir)
 
 
 def load_target(size: Size, device: str | None = None, dtype: str | None = None,
