@@ -121,6 +121,9 @@ def markdown(result: dict[str, Any]) -> str:
              f"(nltk's sentence splitter replaced by a regex splitter), seed {a['seed']}, n = {a['n']} per task and "
              f"length; lengths in draft tokens; budgets counted with the draft tokenizer over the context segment.",
              ""]
+    for part in result.get("replaced_rows", []):
+        lines += [f"Rows of {', '.join(part['tasks'])} replaced by a later run ({part['machine']['date']}): "
+                  f"{part['from']}", ""]
     for length in a["lengths"]:
         for budget in result["budgets"]:
             lines += [f"## {length} tokens, keep {budget_name(budget)}", "",

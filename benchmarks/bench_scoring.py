@@ -282,6 +282,14 @@ def fit_growth(points: list[dict[str, Any]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- report
 
 
+def write_result(out: Path, result: dict[str, Any], text: str) -> None:
+    """``result`` as ``out`` (JSON) and ``text`` beside it (``.md``), folders made; ``text`` printed too."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    out.with_suffix(".md").write_text(text, encoding="utf-8")
+    print(text)
+
+
 def machine_info() -> dict[str, Any]:
     import transformers
 

@@ -18,7 +18,6 @@ instructions and the context, as the draft reads them).  Nothing is changed in t
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import numpy as np
 from benchmarks import ruler
 from benchmarks.bench_retention import quiet_offline
 from benchmarks.bench_ruler import segments_of
-from benchmarks.bench_scoring import machine_info
+from benchmarks.bench_scoring import machine_info, write_result
 from benchmarks.score_store import StoredScoresCompressor
 from specprefill_agents import CompressionConfig, DraftConfig, ScoringConfig, load_draft
 from specprefill_agents.compressor import _plans
@@ -136,11 +135,7 @@ def main(argv: list[str] | None = None) -> None:
               "profile": profile(probes), "depths": depths,
               "gold": [{**{k: p[k] for k in ("task", "seed", "index")},
                         "chunks": [row for row in p["chunks"] if row["gold"]]} for p in probes]}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(Path(args.out), result, markdown(result))
 
 
 if __name__ == "__main__":

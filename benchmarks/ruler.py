@@ -255,9 +255,9 @@ def support_kept(sentence: str, kept: str, share: float = 0.7) -> bool:
     return sum(g in have for g in grams) >= share * len(grams)
 
 
-#: A list word (cwe: ``step-grandmother``, ``tam-o'-shanter``; fwe: ``dxiibz``): not an entry's number,
-#: not fwe's ``....`` filler and not a gap marker, so a word whose number was cut off still counts.
-_LIST_WORD = re.compile(r"[a-z][a-z'-]*")
+#: A list word (cwe: ``step-grandmother``, ``tam-o'-shanter``, ``Early``; fwe: ``dxiibz``): not an entry's
+#: number, not fwe's ``....`` filler and not a gap marker, so a word whose number was cut off still counts.
+_LIST_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 
 
 def _list_words(text: str) -> collections.Counter[str]:

@@ -20,9 +20,9 @@ Pipeline for the compressible segments of one request:
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections import Counter as Bag
+from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -325,6 +325,8 @@ _HOW_OFTEN = re.compile(
 QUESTION_CHARS = 512
 #: A proportional sample picks each chunk among the next this many of an even spread.
 PROPORTION_WINDOW = 32
+#: ... and a candidate passed over this many times goes to the back of the spread.
+PROPORTION_PASSES = 8
 #: ... and, between chunks as close to proportion, prefers the one with more counted words (not
 #: filler) by this much per word.
 _DENSITY = 0.01
@@ -337,49 +339,75 @@ def asks_how_often(query: str | None) -> bool:
     return bool(query) and _HOW_OFTEN.search(query[-QUESTION_CHARS:]) is not None  # type: ignore[index]
 
 
-def proportional_plans(plans: Sequence[SegmentPlan], window: int = PROPORTION_WINDOW) -> list[SegmentPlan]:
+def proportional_plans(plans: Sequence[SegmentPlan]) -> list[SegmentPlan]:
     """``plans`` with every chunk's score replaced by its place in a proportional sample.
 
     Every word found more than once in the non-blank chunks of all plans is counted (lower-cased
     ``\\w+``; a word found once has no proportion to keep).  Chunks are visited in an even spread
-    (golden-ratio order of their place in the context).  Each next chunk is the one, among the
-    next ``window`` not taken, that brings the kept counts closest (least squares) to the
-    context's counts scaled to the kept size; anchors count as kept from the start.  Scores fall
-    in that order, so filling by descending score keeps, at every budget, a sample whose word
-    counts keep the context's proportions: what a question about frequencies is answered from.
+    (golden-ratio order of their place in the context).  Each next chunk is the one, among the next
+    :data:`PROPORTION_WINDOW` of the spread, that brings the kept counts closest (least squares) to
+    the context's counts scaled to the kept size; anchors count as kept from the start.  A
+    candidate passed over ``PROPORTION_PASSES`` times goes to the back of the spread, so that chunks of a word
+    falling behind can enter the window (measured in
+    ``benchmarks/results/proportional_passes_cpu_epyc.md``).  Scores fall in that order, so filling
+    by descending score keeps, at every budget, a sample whose word counts keep the context's
+    proportions: what a question about frequencies is answered from.
     """
-    if window < 1:
-        raise ConfigError(f"window must be >= 1, got {window}")
     flat = [(p, i) for p, plan in enumerate(plans) for i, c in enumerate(plan.chunks) if not c.blank]
+    if not flat:
+        return list(plans)
     bags = [Bag(_COUNTED.findall(plans[p].chunk_text(i).lower())) for p, i in flat]
     total: Bag[str] = Bag()
     for bag in bags:
         total.update(bag)
     bags = [Bag({w: c for w, c in bag.items() if total[w] > 1}) for bag in bags]
-    sizes = [sum(bag.values()) for bag in bags]
-    counted = sum(sizes) or 1
-    kept: Bag[str] = Bag()
-    size = 0
-    pending: list[int] = []
+    sizes = np.array([sum(bag.values()) for bag in bags], dtype=np.float64)
+    counted = float(sizes.sum()) or 1.0
+    # gain of chunk k at kept size `size`: sum over its words of c * (total * scale - kept - c / 2),
+    # scale = (size + sizes[k]) / counted; split into terms that do not change (toward, own) and
+    # one that grows as its words are kept (overlap = sum of c * kept)
+    toward = np.array([sum(c * total[w] for w, c in bag.items()) for bag in bags], dtype=np.float64) / counted
+    own = np.array([sum(c * c for c in bag.values()) / 2 for bag in bags], dtype=np.float64)
+    overlap = np.zeros(len(flat))
+    postings: dict[str, tuple[list[int], list[int]]] = {}
+    for k, bag in enumerate(bags):
+        for w, c in bag.items():
+            ks, cs = postings.setdefault(w, ([], []))
+            ks.append(k)
+            cs.append(c)
+    where = {w: (np.array(ks), np.array(cs, dtype=np.float64)) for w, (ks, cs) in postings.items()}
+    size = 0.0
+
+    def gain_of(ks: np.ndarray) -> np.ndarray:
+        return (size + sizes[ks]) * toward[ks] - overlap[ks] - own[ks] + _DENSITY * sizes[ks]
+
+    def keep(k: int) -> float:
+        for w, c in bags[k].items():
+            ks, cs = where[w]
+            overlap[ks] += c * cs
+        return float(sizes[k])
+
+    queue: deque[int] = deque()
     for k in sorted(range(len(flat)), key=lambda k: (((k + 1) * _GOLDEN) % 1.0, k)):
         if plans[flat[k][0]].chunks[flat[k][1]].anchor:
-            kept.update(bags[k])
-            size += sizes[k]
+            size += keep(k)
         else:
-            pending.append(k)
+            queue.append(k)
     rank: dict[tuple[int, int], int] = {}
-    while pending:
-        best, best_gain = 0, -math.inf
-        for j, k in enumerate(pending[:window]):
-            scale = (size + sizes[k]) / counted
-            # halved drop in sum((target - kept)^2) from adding the chunk, targets at the new size
-            gain = sum(c * (total[w] * scale - kept[w] - c / 2) for w, c in bags[k].items()) + _DENSITY * sizes[k]
-            if gain > best_gain:
-                best, best_gain = j, gain
-        k = pending.pop(best)
+    passed = np.zeros(len(flat), dtype=np.int64)
+    while queue:
+        window = np.array([queue.popleft() for _ in range(min(PROPORTION_WINDOW, len(queue)))])
+        k = int(window[np.argmax(gain_of(window))])
         rank[flat[k]] = len(rank)
-        kept.update(bags[k])
-        size += sizes[k]
+        size += keep(k)
+        # a candidate passed over as often as the window is long goes to the back of the spread
+        # instead of holding its place (where it kept out the chunks of words falling behind)
+        rest = window[window != k]
+        passed[rest] += 1
+        stale = passed[rest] >= PROPORTION_PASSES
+        passed[rest[stale]] = 0
+        queue.extendleft(reversed(rest[~stale].tolist()))
+        queue.extend(rest[stale].tolist())
     n = max(len(rank), 1)
     return [replace(plan, chunks=tuple(replace(c, score=1.0 - rank[(p, i)] / n) if (p, i) in rank else c
                                        for i, c in enumerate(plan.chunks)))

@@ -45,6 +45,9 @@ def test_common_words_must_stay_the_most_frequent() -> None:
     assert ruler.evidence_kept(inst, "1. apple 2. apple 3. pear 4. fig") == (False, 1)  # fig ties pear
     cut = "1. [...] pear 3. [...] apple 5. [...] pear 7. [...] 9. apple 10. fig"
     assert ruler.evidence_kept(inst, cut) == (True, 2)  # the marker is no word; a word cut from its number counts
+    capital = _instance("cwe", "", ("Early", "pear"))  # RULER's word lists hold a few capitalised words
+    assert ruler.evidence_kept(capital, "1. Early 2. pear 3. Early 4. pear 5. fig") == (True, 2)
+    assert ruler.evidence_kept(capital, "1. Early 2. pear 3. fig 4. pear") == (False, 1)  # Early ties fig
     coded = _instance("fwe", "", ("abcdef",))
     assert ruler.evidence_kept(coded, "abcdef abcdef .... qwerty") == (True, 1)
 

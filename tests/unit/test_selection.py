@@ -234,8 +234,6 @@ def test_a_proportional_sample_is_spread_over_all_segments_at_every_budget() -> 
     for m in (12, 30, 90):  # the first m chunks: every quarter of the context holds a fair share
         quarters = np.bincount([4 * k // len(flat) for k in order[:m]], minlength=4)
         assert quarters.min() >= 0.1 * m and quarters.max() <= 0.4 * m, quarters
-    with pytest.raises(ConfigError):
-        proportional_plans(plans, window=0)
 
 
 def _counts(text: str) -> dict[str, int]:
@@ -257,6 +255,27 @@ def test_a_proportional_sample_keeps_the_counts_a_ranking_by_score_distorts(seed
         assert kept["apple"] > kept["pear"] > kept["fig"] > 0
         n = sum(kept.values())
         assert all(abs(kept[w] - n * part / 6) <= 1.5 for w, part in (("apple", 3), ("pear", 2), ("fig", 1))), kept
+
+
+def test_a_word_whose_chunks_come_late_in_the_spread_still_keeps_its_share() -> None:
+    # one chunk per entry; "late" only in chunks of the second half of the even spread, every other
+    # entry a word found three times: were a passed-over candidate to hold its place in the window
+    # until taken, "late" would stay out of the first 160 chunks (the window would still be in the
+    # first half of the spread)
+    n = 400
+    golden = sorted(range(n), key=lambda k: (((k + 1) * (5**0.5 - 1) / 2) % 1.0, k))
+    late = set(golden[n // 2:][::8])
+    fillers = iter(w for w in (f"w{i}x" for i in range(n)) for _ in range(3))
+    entries = [f"{k}. {'late' if k in late else next(fillers)} " for k in range(n)]
+    text, chunks, at = "".join(entries), [], 0
+    for k, entry in enumerate(entries):
+        chunks.append(Chunk(at, at + len(entry), 0.0, 3, anchor=k in (0, n - 1)))
+        at += len(entry)
+    plan = proportional_plans([SegmentPlan(text, "prose", tuple(chunks))])[0]
+    order = sorted((c for c in plan.chunks if not c.anchor), key=lambda c: -c.score)
+    for m in (80, 120, 160):  # from a fifth on, "late" holds about its share (len(late) / n) of the sample
+        got = sum(text[c.start:c.end].split()[1] == "late" for c in order[:m])
+        assert abs(got - m * len(late) / n) <= 2, (m, got)
 
 
 # --- render -----------------------------------------------------------------------
