@@ -346,12 +346,11 @@ def proportional_plans(plans: Sequence[SegmentPlan]) -> list[SegmentPlan]:
     ``\\w+``; a word found once has no proportion to keep).  Chunks are visited in an even spread
     (golden-ratio order of their place in the context).  Each next chunk is the one, among the next
     :data:`PROPORTION_WINDOW` of the spread, that brings the kept counts closest (least squares) to
-    the context's counts scaled to the kept size; anchors count as kept from the start.  A
-    candidate passed over ``PROPORTION_PASSES`` times goes to the back of the spread, so that chunks of a word
-    falling behind can enter the window (measured in
-    ``benchmarks/results/proportional_passes_cpu_epyc.md``).  Scores fall in that order, so filling
-    by descending score keeps, at every budget, a sample whose word counts keep the context's
-    proportions: what a question about frequencies is answered from.
+    the context's counts scaled to the kept size; anchors count as kept from the start.  A candidate
+    passed over :data:`PROPORTION_PASSES` times goes to the back of the spread, so that the chunks of
+    a word falling behind can enter the window (``benchmarks/results/proportional_passes_cpu_epyc.md``).
+    Scores fall in that order, so filling by descending score keeps, at every budget, a sample whose
+    word counts keep the context's proportions: what a question about frequencies is answered from.
     """
     flat = [(p, i) for p, plan in enumerate(plans) for i, c in enumerate(plan.chunks) if not c.blank]
     if not flat:
@@ -400,8 +399,8 @@ def proportional_plans(plans: Sequence[SegmentPlan]) -> list[SegmentPlan]:
         k = int(window[np.argmax(gain_of(window))])
         rank[flat[k]] = len(rank)
         size += keep(k)
-        # a candidate passed over as often as the window is long goes to the back of the spread
-        # instead of holding its place (where it kept out the chunks of words falling behind)
+        # a candidate passed over PROPORTION_PASSES times goes to the back of the spread instead of
+        # holding its place (where it would keep out the chunks of words falling behind)
         rest = window[window != k]
         passed[rest] += 1
         stale = passed[rest] >= PROPORTION_PASSES
