@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from benchmarks.bench_ruler import budget_name, segments_of
 from benchmarks.bench_scoring import machine_info, write_result
 from specprefill_agents import DraftConfig, SpecPrefillCompressor, load_draft
 from specprefill_agents import selection
+from specprefill_agents.compressor import _plans
 from specprefill_agents.draft import draft_cache_root
 from specprefill_agents.segment_scoring import segment_offsets
 from specprefill_agents.types import SegmentScores, TokenScores
@@ -62,12 +65,21 @@ class ZeroScores:
         return TokenScores(tuple(SegmentScores(o, np.zeros(len(o), dtype=np.float32)) for o in offsets), 0, 1, 0)
 
 
+@contextmanager
+def applied(setting: str) -> Iterator[None]:
+    """The library's window and passes set to ``setting`` inside the block, restored after."""
+    saved = selection.PROPORTION_WINDOW, selection.PROPORTION_PASSES
+    selection.PROPORTION_WINDOW, selection.PROPORTION_PASSES = parse_setting(setting)
+    try:
+        yield
+    finally:
+        selection.PROPORTION_WINDOW, selection.PROPORTION_PASSES = saved
+
+
 def run(compressor: Any, instances: list[Any], settings: list[str], budgets: list[float | int]) -> list[dict[str, Any]]:
     rows = []
-    saved = selection.PROPORTION_WINDOW, selection.PROPORTION_PASSES
-    try:
-        for setting in settings:
-            selection.PROPORTION_WINDOW, selection.PROPORTION_PASSES = parse_setting(setting)
+    for setting in settings:
+        with applied(setting):
             for inst in instances:
                 for budget in budgets:
                     kw = {"keep_ratio": budget} if isinstance(budget, float) else {"max_tokens": budget}
@@ -75,42 +87,35 @@ def run(compressor: Any, instances: list[Any], settings: list[str], budgets: lis
                     kept, alive = ruler.evidence_kept(inst, out.segments[1].text)
                     rows.append({"setting": setting, "task": inst.task, "length": inst.length, "seed": inst.seed,
                                  "index": inst.index, "budget": budget, "kept": kept, "alive": alive})
-    finally:
-        selection.PROPORTION_WINDOW, selection.PROPORTION_PASSES = saved
     return rows
 
 
 def timings(compressor: Any, instances: list[Any], settings: list[str], repeats: int) -> dict[str, Any]:
     """Seconds of ``proportional_plans`` alone per setting on each instance's chunks, the settings
     alternating (their order flipped every repeat); the median per setting, and chunks per instance."""
-    from specprefill_agents.compressor import _plans
-
     tokenizer = compressor.draft.tokenizer
     seconds: dict[str, list[float]] = {s: [] for s in settings}
     chunks = []
-    saved = selection.PROPORTION_WINDOW, selection.PROPORTION_PASSES
-    try:
-        for inst in instances:
-            segments = segments_of(inst)
-            offsets = segment_offsets(tokenizer, segments[1])
-            plans = _plans(segments, [1], [SegmentScores(offsets, np.zeros(len(offsets), dtype=np.float32))],
-                           compressor.config)
-            chunks.append(len(plans[0].chunks))
-            for r in range(repeats):
-                for setting in settings if r % 2 == 0 else settings[::-1]:
-                    selection.PROPORTION_WINDOW, selection.PROPORTION_PASSES = parse_setting(setting)
+    for inst in instances:
+        segments = segments_of(inst)
+        offsets = segment_offsets(tokenizer, segments[1])
+        plans = _plans(segments, [1], [SegmentScores(offsets, np.zeros(len(offsets), dtype=np.float32))],
+                       compressor.config)
+        chunks.append(len(plans[0].chunks))
+        for r in range(repeats):
+            for setting in settings if r % 2 == 0 else settings[::-1]:
+                with applied(setting):
                     t0 = time.perf_counter()
                     selection.proportional_plans(plans)
                     seconds[setting].append(time.perf_counter() - t0)
-    finally:
-        selection.PROPORTION_WINDOW, selection.PROPORTION_PASSES = saved
     return {"median_seconds": {s: float(np.median(v)) for s, v in seconds.items()},
             "chunks_median": float(np.median(chunks)), "repeats": repeats, "instances": len(instances)}
 
 
 def markdown(result: dict[str, Any]) -> str:
     a, budgets = result["args"], result["budgets"]
-    lines = [f"# The proportional sample's window and passes ({result['draft']} tokens, draft scores zeroed)", "",
+    lines = [f"# The proportional sample's window and passes (lengths in {result['draft']} tokens, "
+             "draft scores zeroed)", "",
              f"{result['machine']['cpu_model']}, {result['machine']['date']}. RULER cwe and fwe at "
              f"{', '.join(map(str, a['lengths']))} tokens, seeds {a['seeds']}, n = {a['n']} each. Instances whose "
              "gold words are still the most frequent of the kept text, at "

@@ -238,6 +238,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="benchmarks/results/ruler_cpu.json")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="write --out from the rows of earlier runs (the same instances, other methods) instead")
+    p.add_argument("--replace", nargs=2, default=None, metavar=("BASE", "NEW"),
+                   help="write --out as BASE with the rows of NEW's tasks taken from NEW (a later run of every method "
+                        "on the same instances); --note says why, in the markdown")
+    p.add_argument("--note", default="", help="with --replace: what changed between the runs")
     return p.parse_args(argv)
 
 
@@ -254,6 +258,21 @@ def merged(paths: list[str]) -> dict[str, Any]:
     return result
 
 
+def replaced(base: str, new: str, note: str) -> dict[str, Any]:
+    """``base`` with its rows of ``new``'s tasks replaced by ``new``'s, which must cover the same
+    instances, methods and budgets."""
+    result, later = (json.loads(Path(p).read_text(encoding="utf-8")) for p in (base, new))
+    tasks = set(later["args"]["tasks"])
+    key = lambda r: (r["task"], r["length"], r["index"], r["method"], r["budget"])  # noqa: E731
+    if {key(r) for r in result["rows"] if r["task"] in tasks} != {key(r) for r in later["rows"]}:
+        raise ValueError(f"{new} does not cover the same instances, methods and budgets of {sorted(tasks)} as {base}")
+    result["rows"] = [r for r in result["rows"] if r["task"] not in tasks] + later["rows"]
+    result["summary"] = summarise(result["rows"])
+    result.setdefault("replaced_rows", []).append({"tasks": sorted(tasks), "from": note, "machine": later["machine"],
+                                                   "args": later["args"]})
+    return result
+
+
 def write(result: dict[str, Any], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
@@ -265,6 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.merge:
         write(merged(args.merge), Path(args.out))
+        return
+    if args.replace:
+        write(replaced(*args.replace, args.note), Path(args.out))
         return
     quiet_offline(args.threads)
     started = time.perf_counter()

@@ -153,3 +153,26 @@ def test_target_scores_are_summarised_and_tabled_against_the_full_context() -> N
     table = "\n".join(bench_ruler._score_tables(result))
     assert "| qa_1 | 25.0 | 75.0 |" in table and "| all | 25.0 | 75.0 |" in table
     assert bench_ruler._score_tables({**result, "target": None}) == []
+
+
+def test_replace_takes_the_later_run_for_its_tasks_only(tmp_path: Path) -> None:
+    from benchmarks.bench_ruler import replaced
+
+    def row(task: str, method: str, retained: bool) -> dict:
+        return {"task": task, "length": 4096, "index": 0, "method": method, "budget": 0.25, "retained": retained,
+                "evidence_kept": int(retained), "evidence_total": 1, "support_kept": None, "support_strict": None,
+                "tokens_out": 10, "budget_tokens": 10, "seconds": 0.1, "scored_seconds": None}
+
+    base = {"args": {"tasks": ["vt", "cwe"]}, "machine": {"date": "then"},
+            "rows": [row("vt", "ours", True), row("cwe", "ours", False)]}
+    later = {"args": {"tasks": ["cwe"]}, "machine": {"date": "now"}, "rows": [row("cwe", "ours", True)]}
+    for name, run in (("base", base), ("later", later)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+    out = replaced(str(tmp_path / "base.json"), str(tmp_path / "later.json"), "a fix")
+    assert [(r["task"], r["retained"]) for r in out["rows"]] == [("vt", True), ("cwe", True)]
+    assert out["summary"]["ours|all|4096|0.25"]["retention"] == 1.0
+    assert out["replaced_rows"][0]["tasks"] == ["cwe"] and out["replaced_rows"][0]["from"] == "a fix"
+    later["rows"][0]["method"] = "bm25"  # a later run of other methods is no replacement
+    (tmp_path / "later.json").write_text(json.dumps(later))
+    with pytest.raises(ValueError, match="same instances"):
+        replaced(str(tmp_path / "base.json"), str(tmp_path / "later.json"), "a fix")
