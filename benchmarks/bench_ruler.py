@@ -112,13 +112,20 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _which(args: dict[str, Any]) -> str:
+    """Which of the generated instances a run used: ``n = 20``, or ``instances 21-40 of n = 40``."""
+    first, skip, n = args.get("first"), args.get("skip") or 0, args["n"]
+    end = n if first is None else min(first, n)
+    return f"n = {n}" if skip == 0 and end == n else f"instances {skip + 1}-{end} of n = {n}"
+
+
 def markdown(result: dict[str, Any]) -> str:
     m, a, s = result["machine"], result["args"], result["summary"]
     methods = result["method_names"]
     lines = [f"# RULER evidence retention ({result['draft']}, {result.get('draft_dtype', 'torch.float32')})", "",
              f"{m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']} (`torch.set_num_threads({a['threads']})`), "
              f"transformers {m['transformers']}, {m['date']}. RULER generators from nvidia-long-context-eval "
-             f"(nltk's sentence splitter replaced by a regex splitter), seed {a['seed']}, n = {a['n']} per task and "
+             f"(nltk's sentence splitter replaced by a regex splitter), seed {a['seed']}, {_which(a)} per task and "
              f"length; lengths in draft tokens; budgets counted with the draft tokenizer over the context segment.",
              ""]
     for part in result.get("replaced_rows", []):
@@ -218,6 +225,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--first", type=int, default=None, metavar="K",
                    help="run only the first K of the n instances per task and length (a slow method on a subset "
                         "of the instances that other runs used)")
+    p.add_argument("--skip", type=int, default=0, metavar="K",
+                   help="leave out the first K of the n instances per task and length (those an earlier run with "
+                        "--n K used: RULER's first K instances of a seed are the same for any n >= K)")
     p.add_argument("--seed", type=int, default=42, help="42 is RULER's own; tune on others")
     p.add_argument("--ratios", type=float, nargs="*", default=[0.25, 0.10])
     p.add_argument("--token-budgets", type=int, nargs="*", default=[1024, 2048])
@@ -297,7 +307,8 @@ def main(argv: list[str] | None = None) -> None:
         tok.save_pretrained(tokenizer_dir)
         cache = draft_cache_root() / "ruler"
         instances = [inst for length in args.lengths for task in args.tasks
-                     for inst in ruler.generate(task, length, args.n, args.seed, tokenizer_dir, cache)[:args.first]]
+                     for inst in ruler.generate(task, length, args.n, args.seed, tokenizer_dir, cache)
+                     [args.skip:args.first]]
     store = Path(args.store) if args.store else None
     methods = build_methods(args.methods, draft, counter, args.seed, args.ours_variants, store)
     methods += dtype_variants(args.dtype_variants, "embedded", counter, store)

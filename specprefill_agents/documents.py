@@ -20,8 +20,10 @@ from .types import Segment, TokenCounts
 
 __all__ = ["TextsOutcome", "STATS_KEYS", "compress_texts", "check_stats_key"]
 
-STATS_KEYS = frozenset({"original_tokens", "compressed_tokens", "counted_with", "kept_spans", "query", "failure"})
+STATS_KEYS = frozenset({"original_tokens", "compressed_tokens", "counted_with", "kept_spans", "query", "failure",
+                        "degraded"})
 """The keys of the per-document stats record :func:`compress_texts` returns."""
+_EARLIER_STATS_KEYS = STATS_KEYS - {"degraded"}  # what versions before "degraded" wrote
 
 
 @dataclass(frozen=True)
@@ -48,12 +50,13 @@ def compress_texts(
     """Compress ``texts`` together for ``query`` (None: the tail of the texts acts as one).
 
     A failure goes through ``on_failure``: the texts pass through unchanged, their stats
-    saying why.
+    saying why (``failure``); ``degraded`` says why an optional part (the semantic prior) was
+    left out of a compression that went through.
     """
     start = time.perf_counter()
     originals = list(texts)
     segments = [Segment(t, role="document", id=str(i)) for i, t in enumerate(originals)]
-    out, failure, tally = list(originals), None, Tally()
+    out, failure, degraded, tally = list(originals), None, None, Tally()
     spans: list[list[list[int]]] = [[[0, len(t)]] for t in originals]
     if originals:
         try:
@@ -63,6 +66,7 @@ def compress_texts(
             check_result(result, segments, set(range(len(segments))))
             out = [s.text for s in result.segments]
             spans = [[[k.start, k.end] for k in kept] for kept in result.kept_spans]
+            degraded = result.stats.degraded
             tally.add(result)
         except Exception as exc:
             failure = handle_failure(on_failure, exc, where)
@@ -76,6 +80,7 @@ def compress_texts(
             "kept_spans": kept,
             "query": query,
             "failure": failure,
+            "degraded": degraded,
         }
         for b, a, kept in zip(before, after, spans)
     ]
@@ -90,7 +95,7 @@ def check_stats_key(metadatas: Sequence[Mapping[str, Any]], key: str, where: str
     """Never overwrite a user's own metadata: ``key`` may only hold stats written before."""
     for i, metadata in enumerate(metadatas):
         value = metadata.get(key)
-        if value is not None and not (isinstance(value, dict) and set(value) == STATS_KEYS):
+        if value is not None and not (isinstance(value, dict) and set(value) in (STATS_KEYS, _EARLIER_STATS_KEYS)):
             raise ConfigError(
                 f"documents[{i}].metadata already has {key!r}, not written by "
                 f"{where}; pass metadata_key=... to store the stats elsewhere"

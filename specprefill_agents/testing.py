@@ -35,9 +35,11 @@ import functools
 import inspect
 import json
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -48,8 +50,8 @@ from .semantic import SemanticModel
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-__all__ = ["ARCHS", "GAP_MARKERS", "failing_draft", "kept_in_order", "save_tiny_semantic", "tiny_config",
-           "tiny_draft", "tiny_semantic", "tiny_tokenizer"]
+__all__ = ["ARCHS", "GAP_MARKERS", "KeywordSemantic", "failing_draft", "kept_in_order", "save_tiny_semantic",
+           "tiny_config", "tiny_draft", "tiny_semantic", "tiny_tokenizer"]
 
 ARCHS = ("llama", "qwen2", "gemma3")
 """The architectures :func:`tiny_config` and :func:`tiny_draft` build."""
@@ -154,6 +156,18 @@ def save_tiny_semantic(folder: str | Path, seed: int = 0) -> Path:
     encoder.model.save_pretrained(folder)
     encoder.tokenizer.save_pretrained(folder)
     return folder
+
+
+class KeywordSemantic(SemanticModel):
+    """A stand-in encoder for the semantic prior: similarity 1 for texts holding ``word``, else 0;
+    ``calls`` counts its calls."""
+
+    def __init__(self, word: str) -> None:
+        self.name, self.word, self.calls = f"keyword:{word}", word, 0
+
+    def similarities(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        return np.array([1.0 if self.word in t else 0.0 for t in texts])
 
 
 def failing_draft(message: str = "CUDA out of memory (injected)") -> DraftModel:

@@ -176,3 +176,13 @@ def test_replace_takes_the_later_run_for_its_tasks_only(tmp_path: Path) -> None:
     (tmp_path / "later.json").write_text(json.dumps(later))
     with pytest.raises(ValueError, match="same instances"):
         replaced(str(tmp_path / "base.json"), str(tmp_path / "later.json"), "a fix")
+
+
+def test_a_run_names_which_of_the_generated_instances_it_used() -> None:
+    from benchmarks import bench_ruler
+
+    assert bench_ruler._which({"n": 20}) == "n = 20"
+    assert bench_ruler._which({"n": 40, "skip": 20, "first": None}) == "instances 21-40 of n = 40"
+    assert bench_ruler._which({"n": 20, "skip": 0, "first": 3}) == "instances 1-3 of n = 20"
+    args = bench_ruler.parse_args(["--n", "40", "--skip", "20"])
+    assert (args.skip, args.first, args.n) == (20, None, 40)

@@ -77,7 +77,7 @@ def test_serve_refuses_an_open_host_without_a_token(
 
 
 def test_specprefill_url_switches_the_integrations_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    from specprefill_agents.integration import resolve_compressor
+    from specprefill_agents.integration import DOCUMENT_SETTINGS, resolve_compressor
 
     from specprefill_agents import SpecPrefillCompressor
 
@@ -86,8 +86,17 @@ def test_specprefill_url_switches_the_integrations_default(monkeypatch: pytest.M
     monkeypatch.setenv("SPECPREFILL_URL", "http://127.0.0.1:9")
     remote = resolve_compressor(None)
     assert isinstance(remote, RemoteCompressor) and remote.url == "http://127.0.0.1:9"
+    assert remote.config == {}
+    documents = resolve_compressor(None, DOCUMENT_SETTINGS)  # the document entry points' settings, per request
+    assert isinstance(documents, RemoteCompressor) and documents.config == dict(DOCUMENT_SETTINGS)
     given = SpecPrefillCompressor("embedded")
     assert resolve_compressor(given) is given  # an explicit compressor always wins
+    assert resolve_compressor(given, DOCUMENT_SETTINGS) is given and given.config.semantic_boost == 0
+    monkeypatch.delenv("SPECPREFILL_URL")
+    local = resolve_compressor(None, DOCUMENT_SETTINGS)
+    assert isinstance(local, SpecPrefillCompressor)
+    assert local.config.semantic_boost == DOCUMENT_SETTINGS["semantic_boost"] > 0
+    assert local.on_failure == "raise" and local.on_part_failure == "warn"
 
 
 @pytest.mark.parametrize("url", ["", "127.0.0.1:8765", "ftp://x"])

@@ -17,7 +17,7 @@ from specprefill_agents import (CompressionConfig, ConfigError, DraftModelError,
                                 SpecPrefillCompressor, load_semantic)
 from specprefill_agents.selection import Chunk, SegmentPlan
 from specprefill_agents.semantic import semantic_plans
-from specprefill_agents.testing import tiny_draft, tiny_semantic
+from specprefill_agents.testing import KeywordSemantic, tiny_draft, tiny_semantic
 
 
 def _plan(scores: list[float]) -> SegmentPlan:
@@ -167,17 +167,6 @@ def test_load_semantic_from_a_local_directory_and_a_clear_error_otherwise(tmp_pa
         load_semantic(str(tmp_path / "missing"), local_files_only=True)
 
 
-class _Marked(SemanticModel):
-    """Similarity 1 for texts holding ``word``, 0 otherwise; counts its calls."""
-
-    def __init__(self, word: str) -> None:
-        self.name, self.word, self.calls = "marked", word, 0
-
-    def similarities(self, query: str, texts: Any) -> np.ndarray:
-        self.calls += 1
-        return np.array([1.0 if self.word in t else 0.0 for t in texts])
-
-
 def _context() -> list[Segment]:
     filler = " ".join(f"Line {i} says nothing in particular about the topic." for i in range(60))
     return [Segment(filler[:1500] + " The harbour opened in 1871. " + filler[1500:]),
@@ -186,7 +175,7 @@ def _context() -> list[Segment]:
 
 @pytest.mark.parametrize("boost", [0.0, 1000.0])
 def test_the_compressor_applies_the_semantic_prior(boost: float) -> None:
-    marked = _Marked("harbour")
+    marked = KeywordSemantic("harbour")
     comp = SpecPrefillCompressor(tiny_draft("llama", max_pos=2048), CompressionConfig(semantic_boost=boost),
                                  on_failure="raise", semantic=marked)
     out = comp.compress_segments(_context(), max_tokens=150)

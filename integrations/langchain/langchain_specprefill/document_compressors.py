@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from specprefill_agents import OnFailure
 from specprefill_agents.documents import check_stats_key, compress_texts
-from specprefill_agents.integration import Counter, check_budget, resolve_compressor
+from specprefill_agents.integration import DOCUMENT_SETTINGS, Counter, check_budget, resolve_compressor
 from specprefill_agents.message_compression import CompressionReport
 
 from ._callbacks import aemit_to_callbacks, emit_to_callbacks
@@ -41,7 +41,7 @@ class _DocumentCompression(BaseModel):
 
     def model_post_init(self, context: Any, /) -> None:
         check_budget(self.keep_ratio, self.budget_tokens)
-        self.compressor = resolve_compressor(self.compressor)
+        self.compressor = resolve_compressor(self.compressor, DOCUMENT_SETTINGS)
         self._counter = Counter(self.token_counter, self.compressor)
 
     def _compress(self, documents: Sequence[Document], query: str | None) -> tuple[list[Document], CompressionReport]:
@@ -69,7 +69,10 @@ class SpecPrefillDocumentCompressor(_DocumentCompression, BaseDocumentCompressor
     """Compress retrieved documents for the query, under one budget across them.
 
     Use it in ``ContextualCompressionRetriever(base_compressor=..., base_retriever=...)``
-    or in any pipeline.  Settings as :class:`~langchain_specprefill.engine.MessageCompressor`;
+    or in any pipeline.  Settings as :class:`~langchain_specprefill.engine.MessageCompressor`,
+    but a compressor built here (from None or a draft spec) has the semantic prior on
+    (``specprefill_agents.integration.DOCUMENT_SETTINGS``: ``semantic_boost=8``; a compressor given
+    is used as it is);
     ``metadata_key`` names the stats entry added to each document's metadata; a document whose
     metadata already holds that key with a value of its own raises :class:`ConfigError` (nothing
     of the user's is overwritten).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -16,6 +17,9 @@ from langchain_specprefill import (
     SpecPrefillDocumentCompressor,
     SpecPrefillDocumentTransformer,
 )
+from specprefill_agents import DraftModel, DraftModelError, SemanticModel, SpecPrefillCompressor
+from specprefill_agents.testing import KeywordSemantic
+from specprefill_agents.integration import DOCUMENT_SETTINGS
 
 QUERY = "How are long lines wrapped?"
 
@@ -115,3 +119,48 @@ def test_a_users_own_metadata_key_is_never_overwritten(compressor, documents) ->
     ours = SpecPrefillDocumentCompressor(compressor=compressor)
     again = ours.compress_documents(ours.compress_documents(documents, "dedent"), "dedent")  # its own stats: fine
     assert len(again) == len(documents) and all("kept_spans" in d.metadata["specprefill"] for d in again)
+    earlier = [d.model_copy(update={"metadata": {"specprefill": {k: v for k, v in d.metadata["specprefill"].items()
+                                                                 if k != "degraded"}}}) for d in again]
+    assert len(ours.compress_documents(earlier, "dedent")) == len(documents)  # stats written before "degraded": ours
+
+
+
+def _harbour_documents() -> list[Document]:
+    filler = [" ".join(f"Line {j} of part {i} says nothing in particular." for j in range(30)) for i in range(3)]
+    filler[1] = filler[1][:700] + " The harbour opened in 1871. " + filler[1][700:]
+    return [Document(text, id=f"part-{i}") for i, text in enumerate(filler)]
+
+
+def test_a_compressor_built_for_documents_ranks_by_meaning_too(
+        draft: DraftModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    import specprefill_agents.compressor as compressor_mod
+
+    monkeypatch.delenv("SPECPREFILL_URL", raising=False)
+    monkeypatch.setattr(compressor_mod, "load_semantic", lambda name, **kw: KeywordSemantic("harbour"))
+    docs, query = _harbour_documents(), "When did it open?"
+    built = SpecPrefillDocumentCompressor(compressor=draft, budget_tokens=250)
+    assert built.compressor.config.semantic_boost == DOCUMENT_SETTINGS["semantic_boost"] > 0
+    given = SpecPrefillDocumentCompressor(compressor=SpecPrefillCompressor(draft), budget_tokens=250)
+    assert given.compressor.config.semantic_boost == 0  # a compressor given is used as it is
+    ours = "".join(d.page_content for d in built.compress_documents(docs, query))
+    plain = "".join(d.page_content for d in given.compress_documents(docs, query))
+    assert "harbour opened in 1871" in ours and "harbour opened in 1871" not in plain  # the random draft drops it
+    assert SpecPrefillDocumentTransformer(compressor=draft).compressor.config.semantic_boost > 0
+
+
+def test_documents_still_compress_when_the_encoder_cannot_be_had(
+        draft: DraftModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    import specprefill_agents.compressor as compressor_mod
+
+    def unavailable(name: str, **kwargs: Any) -> SemanticModel:
+        raise DraftModelError(f"semantic model {name!r} is not available offline (injected)")
+
+    monkeypatch.setattr(compressor_mod, "load_semantic", unavailable)
+    docs = _harbour_documents()
+    with pytest.warns(RuntimeWarning, match="semantic prior"):
+        out = SpecPrefillDocumentCompressor(compressor=draft, budget_tokens=250).compress_documents(docs, "When?")
+    plain = SpecPrefillDocumentCompressor(compressor=SpecPrefillCompressor(draft), budget_tokens=250)
+    assert [d.page_content for d in out] == [d.page_content for d in plain.compress_documents(docs, "When?")]
+    assert sum(len(d.page_content) for d in out) < sum(len(d.page_content) for d in docs)  # not passed through
+    assert all(d.metadata["specprefill"]["failure"] is None for d in out)
+    assert "injected" in (out[0].metadata["specprefill"].get("degraded") or "")

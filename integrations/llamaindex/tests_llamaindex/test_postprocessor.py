@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-
 import pytest
 from llama_index.core import Document, SummaryIndex
 from llama_index.core.llms.mock import MockLLM
@@ -17,9 +16,10 @@ from llama_index.core.schema import (
     RelatedNodeInfo,
     TextNode,
 )
-from llama_index.postprocessor.specprefill import SpecPrefillNodePostprocessor
-from specprefill_agents import ConfigError
-from specprefill_agents.testing import kept_in_order
+from llama_index.postprocessor.specprefill import SpecPrefillNodePostprocessor, SpecPrefillTransform
+from specprefill_agents import ConfigError, SpecPrefillCompressor
+from specprefill_agents.integration import DOCUMENT_SETTINGS
+from specprefill_agents.testing import KeywordSemantic, kept_in_order
 
 
 def _nodes(source: str) -> list[NodeWithScore]:
@@ -135,3 +135,22 @@ def test_a_query_engine_sends_the_compressed_nodes_to_the_llm(compressor, source
     assert "original_tokens" not in sent  # the stats never reach the LLM
     assert len(sent) < 8000
     assert [e["component"] for e in stats.events] == ["SpecPrefillNodePostprocessor"]
+
+
+
+def test_a_compressor_built_for_nodes_ranks_by_meaning_too(draft, monkeypatch: pytest.MonkeyPatch) -> None:
+    import specprefill_agents.compressor as compressor_mod
+
+    monkeypatch.delenv("SPECPREFILL_URL", raising=False)
+    monkeypatch.setattr(compressor_mod, "load_semantic", lambda name, **kw: KeywordSemantic("harbour"))
+    parts = [" ".join(f"Line {j} of part {i} says nothing in particular." for j in range(30)) for i in range(3)]
+    parts[1] = parts[1][:700] + " The harbour opened in 1871. " + parts[1][700:]
+    nodes = [NodeWithScore(node=TextNode(text=t, id_=f"part-{i}"), score=1.0) for i, t in enumerate(parts)]
+    built = SpecPrefillNodePostprocessor(draft, budget_tokens=250)
+    given = SpecPrefillNodePostprocessor(SpecPrefillCompressor(draft), budget_tokens=250)
+    assert built.compressor.config.semantic_boost == DOCUMENT_SETTINGS["semantic_boost"] > 0
+    assert given.compressor.config.semantic_boost == 0  # a compressor given is used as it is
+    ours = "".join(n.node.get_content() for n in built.postprocess_nodes(nodes, query_str="When did it open?"))
+    plain = "".join(n.node.get_content() for n in given.postprocess_nodes(nodes, query_str="When did it open?"))
+    assert "harbour opened in 1871" in ours and "harbour opened in 1871" not in plain  # the random draft drops it
+    assert SpecPrefillTransform(draft).compressor.config.semantic_boost > 0

@@ -33,7 +33,8 @@ class SpecPrefillNodePostprocessor(NodeCompression, BaseNodePostprocessor):
     Args:
         compressor: a ``SpecPrefillCompressor`` (or a client of the resident service), a draft
             spec (``"embedded"``, hub id, directory, ``.gguf``); None = the embedded SmolLM2
-            draft, loaded on first use.
+            draft, loaded on first use.  A compressor built from None or a draft spec has the
+            semantic prior on (``DOCUMENT_SETTINGS``: ``semantic_boost=8``); one given is used as it is.
         keep_ratio, budget_tokens: the budget (None: the compressor's config).
         token_counter: the target's tokenizer or a ``str -> int`` callable: the budget and the
             stats count in its tokens.

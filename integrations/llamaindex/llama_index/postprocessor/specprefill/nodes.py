@@ -14,7 +14,7 @@ from llama_index.core.schema import BaseNode, ImageNode, Node, TextNode
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 from specprefill_agents import OnFailure, check_on_failure
 from specprefill_agents.documents import check_stats_key, compress_texts
-from specprefill_agents.integration import Counter, check_budget, resolve_compressor
+from specprefill_agents.integration import DOCUMENT_SETTINGS, Counter, check_budget, resolve_compressor
 from specprefill_agents.message_compression import CompressionReport
 
 from .events import emit
@@ -76,7 +76,7 @@ class NodeCompression(BaseModel):
         super().__init__(**data)
         check_budget(self.keep_ratio, self.budget_tokens)
         check_on_failure(self.on_failure)
-        self._compressor = resolve_compressor(compressor)
+        self._compressor = resolve_compressor(compressor, DOCUMENT_SETTINGS)
         self._token_counter = token_counter
         self._counter = Counter(token_counter, self._compressor)
 
