@@ -18,6 +18,7 @@ Outputs ``<out>.json`` (every row, the machine named), ``<out>.md`` and ``<out>.
     python benchmarks/bench_ruler.py --merge /tmp/a.json /tmp/b.json --out benchmarks/results/ruler_4k_cpu_epyc.json
     python benchmarks/bench_ruler.py --tasks niah_single_1 qa_2 --n 1 --methods ours bm25   # smoke run
     python benchmarks/bench_ruler.py --tasks qa_1 qa_2 --methods ours --target 0.5b          # answers too
+    python benchmarks/bench_ruler.py --tasks qa_1 qa_2 --methods ours bm25_sentences --as-documents  # + ours/docs
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -39,13 +41,46 @@ from benchmarks import ruler
 from benchmarks.bench_retention import (DEFAULT_METHODS, METHODS, build_methods, draft_variants, dtype_variants, log,
                                        quiet_offline, scored_seconds, token_counter)
 from benchmarks.bench_scoring import machine_info
+from benchmarks.baselines import Compressed, budget_args
 from benchmarks.bench_target import answer
 from specprefill_agents import DraftConfig, Segment, load_draft
+from specprefill_agents.types import DOCUMENT_ROLE
 from specprefill_agents.draft import draft_cache_root
 
 
 def segments_of(instance: ruler.RulerInstance) -> list[Segment]:
     return [Segment(text, role=role, protected=role == "user") for role, text in instance.segments]
+
+
+_PASSAGE = re.compile(r"\n\n(?=Document \d+:\n)")  # where one of RULER's qa passages ends and the next begins
+
+
+def passages(context: str) -> list[str]:
+    """RULER's qa context cut into its passages (``Document N:`` blocks; joined by a blank line)."""
+    return _PASSAGE.split(context)
+
+
+class AsDocuments:
+    """One of ours, handed RULER's qa context as the document entry points (LangChain's document
+    compressor, LlamaIndex's node postprocessor) hand over retrieved passages: each passage a
+    segment of role ``"document"`` and the question as the query, the same budget over the passages.
+    The kept passages are joined by a blank line, as in the context, one that comes back empty left
+    out; the tokens kept are the passages' own (the budget is over the passages, not the blank lines
+    a prompt template puts between them)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.name = inner, f"{inner.name}/docs"
+        self.compressor = inner.compressor
+
+    def compress(self, segments: list[Segment], query: str, budget: float | int) -> Compressed:
+        t0 = time.perf_counter()
+        keep_ratio, max_tokens = budget_args(budget)
+        docs = [Segment(text, role=DOCUMENT_ROLE) for text in passages(segments[1].text)]
+        result = self.compressor.compress_segments(docs, query, keep_ratio=keep_ratio or 1.0, max_tokens=max_tokens,
+                                                   token_counter=self.inner.counter)
+        kept = "\n\n".join(t for t in result.texts if t)
+        return Compressed((segments[0].text, kept, segments[2].text), result.stats.compressed_tokens,
+                          result.stats.budget_tokens, time.perf_counter() - t0)
 
 
 def budget_name(budget: float | int) -> str:
@@ -242,6 +277,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also answer every prompt, full and compressed, with this Qwen2.5-Coder Instruct target "
                         "(benchmarks/models.py) and score the answers with RULER's metric")
     p.add_argument("--max-new-tokens", type=int, default=32, help="the target's answer length (RULER's qa: 32)")
+    p.add_argument("--as-documents", action="store_true",
+                   help="each of ours also as ours/docs: the qa context's passages handed over one segment of role "
+                        "'document' each, as the document entry points do (qa tasks only)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--store", default=str(draft_cache_root() / "bench-scores"),
                    help="folder of ours' draft scores, reused across runs ('' to score every time)")
@@ -298,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.replace:
         write(replaced(*args.replace, args.note), Path(args.out))
         return
+    if args.as_documents and not all(task.startswith("qa") for task in args.tasks):
+        raise SystemExit("--as-documents cuts qa contexts into their passages: pass --tasks qa_1 qa_2")
     quiet_offline(args.threads)
     started = time.perf_counter()
     draft = load_draft(DraftConfig(dtype=args.draft_dtype))
@@ -313,6 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     methods = build_methods(args.methods, draft, counter, args.seed, args.ours_variants, store)
     methods += dtype_variants(args.dtype_variants, "embedded", counter, store)
     methods += draft_variants(args.draft_variants, counter, store)
+    if args.as_documents:
+        methods += [AsDocuments(m) for m in methods if m.name.startswith("ours")]
     budgets: list[float | int] = [*args.ratios, *args.token_budgets]
     target = None
     if args.target:

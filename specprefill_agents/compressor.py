@@ -28,8 +28,8 @@ from .selection import (SegmentPlan, asks_how_often, choose, chunk_texts, plan_s
                         render_gaps)
 from .semantic import SemanticModel, load_semantic, semantic_plans
 from .semantic_call import PendingSimilarities, SemanticPrior
-from .types import (SEGMENT_KINDS, CompressionResult, CompressionStats, Gap, KeptSpan, Segment, SegmentScores,
-                    TokenScores)
+from .types import (DOCUMENT_ROLE, SEGMENT_KINDS, CompressionResult, CompressionStats, Gap, KeptSpan, Segment,
+                    SegmentScores, TokenScores)
 
 __all__ = ["SpecPrefillCompressor"]
 
@@ -330,8 +330,27 @@ def _plans(segments: list[Segment], eligible: list[int], scores: Sequence[Segmen
            config: CompressionConfig) -> list[SegmentPlan]:
     """The chunks of the eligible segments (``scores``: one per eligible segment), named for their gaps."""
     seeds = gap_seed([s.text for s in segments])
-    return [dataclasses.replace(plan_segment(segments[i].text, seg.offsets, seg.scores, config, kind=segments[i].kind),
-                                ref_seed=seeds[i]) for i, seg in zip(eligible, scores)]
+    anchors = document_anchors(segments, eligible)
+    return [dataclasses.replace(plan_segment(segments[i].text, seg.offsets, seg.scores, config, kind=segments[i].kind,
+                                             anchors=anchors[i]), ref_seed=seeds[i])
+            for i, seg in zip(eligible, scores)]
+
+
+def document_anchors(segments: Sequence[Segment], eligible: Sequence[int]) -> dict[int, tuple[bool, bool]]:
+    """Whether the first and the last unit of each eligible segment are anchors (always kept).
+
+    Every segment keeps both, except the documents (role ``"document"``) of a set of two or more:
+    retrieved passages are independent pieces, none of whose edges frames the others, so they have
+    no anchors and a passage that holds nothing for the query may be dropped whole.  Anchors per
+    passage spend an aggressive budget on the edges of every passage (40 passages at keep 10% kept
+    only anchors), and one pair for the set (the first unit of the first passage, the last of the
+    last) kept less at keep 10%: ``benchmarks/results/document_anchors_cpu_epyc.md``.
+    """
+    anchors = {i: (True, True) for i in eligible}
+    docs = [i for i in eligible if segments[i].role == DOCUMENT_ROLE]
+    if len(docs) > 1:
+        anchors.update({i: (False, False) for i in docs})
+    return anchors
 
 
 def _counts_occurrences(config: CompressionConfig, asked: str | None) -> bool:
@@ -367,12 +386,17 @@ def _validate_segments(segments: Sequence[Segment]) -> list[Segment]:
 
 
 def _skip_reasons(segments: list[Segment], counts: list[int], config: CompressionConfig) -> dict[int, str]:
-    """Compressible segments that are left whole before any scoring, with the reason."""
+    """Compressible segments that are left whole before any scoring, with the reason.  The
+    documents (role ``"document"``) are measured against ``min_tokens`` together: a set of short
+    passages is as long as its sum."""
     reasons = {}
+    docs = sum(counts[i] for i, seg in enumerate(segments) if seg.may_compress and seg.role == DOCUMENT_ROLE)
     for i, seg in enumerate(segments):
         if not seg.may_compress:
             continue
-        if counts[i] < config.min_tokens:
+        if seg.role == DOCUMENT_ROLE and docs < config.min_tokens:
+            reasons[i] = f"the documents together are shorter than min_tokens ({docs} < {config.min_tokens})"
+        elif seg.role != DOCUMENT_ROLE and counts[i] < config.min_tokens:
             reasons[i] = f"shorter than min_tokens ({counts[i]} < {config.min_tokens})"
         elif not _is_clean(seg.text):
             reasons[i] = "not valid UTF-8 (lone surrogates)"

@@ -92,7 +92,8 @@ class CompressionConfig(_ConfigMixin):
         "the smaller budget wins.",
         None,
     )
-    min_tokens: int = _help("Segments shorter than this (in counted tokens) are left untouched.", 64)
+    min_tokens: int = _help("Segments shorter than this (in counted tokens) are left untouched; retrieved "
+                            "documents (role 'document') are measured together.", 64)
     unit: UnitKind = _help(
         "Selection unit. 'auto': whole statements, detected per segment (sentences and short lines for "
         "prose, lines for code/JSON/logs; a statement longer than four chunks is cut into words); "

@@ -1,6 +1,8 @@
 """Retrieved documents (or nodes): one request, one budget across them, results by index.
 
-What every integration's document compressor shares: each text is one segment, the
+What every integration's document compressor shares: each text is one segment of role
+:data:`~specprefill_agents.types.DOCUMENT_ROLE` (the texts compress as one set: no anchors and
+``min_tokens`` for their sum, so a passage with nothing for the query may come back empty), the
 compressed texts come back in the same order, and each gets a small stats record for its
 metadata.  The integration copies its own document objects with the new texts.
 """
@@ -16,7 +18,7 @@ from .errors import ConfigError
 from .integration import Counter
 from .message_compression import CompressionReport, Tally, check_result
 from .protocols import OnFailure, handle_failure
-from .types import Segment, TokenCounts
+from .types import DOCUMENT_ROLE, Segment, TokenCounts
 
 __all__ = ["TextsOutcome", "STATS_KEYS", "compress_texts", "check_stats_key"]
 
@@ -55,7 +57,7 @@ def compress_texts(
     """
     start = time.perf_counter()
     originals = list(texts)
-    segments = [Segment(t, role="document", id=str(i)) for i, t in enumerate(originals)]
+    segments = [Segment(t, role=DOCUMENT_ROLE, id=str(i)) for i, t in enumerate(originals)]
     out, failure, degraded, tally = list(originals), None, None, Tally()
     spans: list[list[list[int]]] = [[[0, len(t)]] for t in originals]
     if originals:

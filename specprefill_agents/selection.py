@@ -116,10 +116,12 @@ def _groups(counts: np.ndarray, target: int, fit: bool = False) -> list[tuple[in
 
 
 def _chunks(text: str, units: np.ndarray, scores: np.ndarray, counts: np.ndarray, target: int,
-            fit: bool = False, parents: np.ndarray | None = None) -> tuple[Chunk, ...]:
+            fit: bool = False, parents: np.ndarray | None = None,
+            anchors: tuple[bool, bool] = (True, True)) -> tuple[Chunk, ...]:
     """Chunks of the unit ``_groups``; whitespace before the first unit and after the last (past
     its line break) is a ``blank`` chunk of its own, so the anchors are the first and last units
-    with text.  ``parents``: per unit, the id of the over-long statement it was cut from (-1: none)."""
+    with text (each only where ``anchors`` says so).  ``parents``: per unit, the id of the
+    over-long statement it was cut from (-1: none)."""
     groups = _groups(counts, target, fit)
     firsts = np.array([g[0] for g in groups], dtype=np.int64)
     tokens = np.add.reduceat(counts, firsts)
@@ -129,7 +131,8 @@ def _chunks(text: str, units: np.ndarray, scores: np.ndarray, counts: np.ndarray
     last = len(groups) - 1
     cut = [() if parents is None else tuple(sorted({int(x) for x in parents[a : b + 1] if x >= 0}))
            for a, b in groups]
-    chunks = [Chunk(bounds[j], bounds[j + 1], float(weighted[j]), int(tokens[j]), j in (0, last), cut_from=cut[j])
+    chunks = [Chunk(bounds[j], bounds[j + 1], float(weighted[j]), int(tokens[j]),
+                    (j == 0 and anchors[0]) or (j == last and anchors[1]), cut_from=cut[j])
               for j in range(len(groups))]
     lead = [Chunk(0, head, 0.0, 0, False, blank=True)] if head > 0 else []
     trail = [Chunk(tail, len(text), 0.0, 0, False, blank=True)] if tail < len(text) else []
@@ -156,13 +159,16 @@ def plan_segment(
     token_scores: np.ndarray,
     config: CompressionConfig,
     kind: str = "auto",
+    anchors: tuple[bool, bool] = (True, True),
 ) -> SegmentPlan:
     """Cut ``text`` into scored chunks from its draft-token offsets and scores.
 
     ``kind`` is ``"auto"`` (detected), ``"prose"`` or ``"code"``.  Line units use
     ``config.code_chunk_tokens``, other units ``config.chunk_tokens``.  A chunk's
     score is the draft-token-weighted mean of its unit scores, a unit's the max of its draft
-    tokens'.  Empty or whitespace-only text gives one anchor chunk covering the whole text.
+    tokens'.  ``anchors``: whether the first and the last unit are anchors (a document of a set
+    of documents has neither, :func:`~specprefill_agents.compressor.document_anchors`).
+    Empty or whitespace-only text gives one anchor chunk covering the whole text.
     """
     if kind == "auto":
         kind = detect_kind(text)
@@ -186,7 +192,7 @@ def plan_segment(
         scores, counts = unit_scores(units, token_offsets, token_scores, "max")
     parents = _parents(whole, units) if len(units) > len(whole) else None
     return SegmentPlan(text, kind, _chunks(text, units, scores, counts, target, fit=statements,  # type: ignore[arg-type]
-                                           parents=parents))
+                                           parents=parents, anchors=anchors))
 
 
 def _parents(whole: np.ndarray, units: np.ndarray) -> np.ndarray:
@@ -300,9 +306,12 @@ def render_gaps(
 def _gap_delta(kept: set[int], index: int) -> int:
     """Change in the number of gap markers when non-anchor chunk ``index`` joins ``kept``.
 
-    Both anchors are kept, so a new (non-blank) chunk always has kept chunks on both sides: it
-    splits a gap (+1), shortens one (0) or closes one (-1).
+    Only gaps between kept chunks are marked (one marker fewer than runs of kept chunks): a new
+    chunk splits a gap (+1), shortens one (0) or closes one (-1), and the first chunk kept of a
+    plan with no anchors (a document of a set) adds none.
     """
+    if not kept:
+        return 0
     return 1 - (index - 1 in kept) - (index + 1 in kept)
 
 
@@ -577,7 +586,7 @@ def choose(
     estimates = _calibrated(costs, whole)
     kept = [{i for i, c in enumerate(plan.chunks) if c.anchor} for plan in plans]
     anchor_cost = sum(estimates[p][i] for p in range(len(plans)) for i in kept[p]) + sum(
-        (len(_runs(sorted(kept[p]))) - 1) * marker_costs[p] for p in range(len(plans)))
+        max(len(_runs(sorted(kept[p]))) - 1, 0) * marker_costs[p] for p in range(len(plans)))  # no anchors: no runs
     if anchor_cost <= budget:
         _fill(plans, estimates, kept, budget - anchor_cost, marker_costs, config.top_p)
     _enforce(plans, kept, costs, budget, counter, config, marker_costs)

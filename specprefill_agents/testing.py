@@ -15,6 +15,8 @@ nothing touches the network, and results are deterministic for a seed.
   (:func:`save_tiny_semantic` saves one to a folder, as a model directory).
 * :func:`failing_draft` is a tiny draft whose forward pass raises (failure injection).
 * :func:`kept_in_order` checks that a compressed text is kept spans of the original, in order.
+* :func:`retrieved_passages` is a set of short passages on one topic, one of which answers
+  :data:`PASSAGES_QUESTION` (a retriever's output for the document entry points).
 
 The models are random: their scores are not meaningful, only well-formed.  Tests that
 need a draft that understands text use the real embedded draft instead.
@@ -50,8 +52,9 @@ from .semantic import SemanticModel
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-__all__ = ["ARCHS", "GAP_MARKERS", "KeywordSemantic", "failing_draft", "kept_in_order", "save_tiny_semantic",
-           "tiny_config", "tiny_draft", "tiny_semantic", "tiny_tokenizer"]
+__all__ = ["ANSWER_SENTENCE", "ARCHS", "GAP_MARKERS", "KeywordSemantic", "PASSAGES_QUESTION", "failing_draft",
+           "kept_in_order", "retrieved_passages", "save_tiny_semantic", "tiny_config", "tiny_draft", "tiny_semantic",
+           "tiny_tokenizer"]
 
 ARCHS = ("llama", "qwen2", "gemma3")
 """The architectures :func:`tiny_config` and :func:`tiny_draft` build."""
@@ -197,3 +200,18 @@ def kept_in_order(new: str, old: str, markers: re.Pattern[str] = GAP_MARKERS) ->
             return False
         pos = found + len(piece)
     return True
+
+
+PASSAGES_QUESTION = "Which river flows past Quillbridge?"
+ANSWER_SENTENCE = "The Zorvane river flows past Quillbridge on its way to the sea."
+
+
+def retrieved_passages(n: int, answer_at: int | None = None) -> list[str]:
+    """``n`` short passages on one topic, three sentences each; the middle sentence of passage
+    ``answer_at`` is the one that answers :data:`PASSAGES_QUESTION`."""
+    docs = []
+    for k in range(n):
+        middle = ANSWER_SENTENCE if k == answer_at else f"Its market opens on day {k} of every month and sells salt."
+        docs.append(f"Town {k} lies in the northern valley and was founded long ago by farmers. {middle} "
+                    f"The town hall of town {k} was rebuilt after a storm in a later century.")
+    return docs

@@ -11,6 +11,7 @@ import numpy as np
 from .errors import GapNotFoundError, InputError
 
 __all__ = [
+    "DOCUMENT_ROLE",
     "Segment",
     "KeptSpan",
     "Gap",
@@ -25,6 +26,10 @@ SegmentKind = Literal["auto", "prose", "code"]
 SEGMENT_KINDS: tuple[SegmentKind, ...] = ("auto", "prose", "code")
 
 
+DOCUMENT_ROLE = "document"
+"""The role of a retrieved passage (document, node): the document entry points give it to each text."""
+
+
 @dataclass(frozen=True)
 class Segment:
     """One piece of the prompt: a message body, a tool output, a retrieved document.
@@ -32,6 +37,9 @@ class Segment:
     ``compressible`` segments may be shortened; ``protected`` ones are byte-identical
     in the output whatever else is set (system prompts, the latest user turn...).
     ``id`` and ``role`` are carried through untouched so callers can map results back.
+    The segments of role :data:`DOCUMENT_ROLE` (retrieved passages) compress as one set: no
+    anchors (when there are two or more) and ``min_tokens`` for their sum, so a passage may be
+    dropped whole.
     """
 
     text: str

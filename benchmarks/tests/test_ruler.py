@@ -14,7 +14,7 @@ from benchmarks import baselines as bl
 from benchmarks import ruler
 from benchmarks.score_store import StoredScoresCompressor
 from specprefill_agents import CacheConfig, CompressionConfig, Segment, SpecPrefillCompressor
-from specprefill_agents.testing import tiny_draft
+from specprefill_agents.testing import ANSWER_SENTENCE, PASSAGES_QUESTION, retrieved_passages, tiny_draft
 
 
 def _instance(task: str, context: str, outputs: tuple[str, ...], evidence: tuple[str, ...] = (),
@@ -186,3 +186,30 @@ def test_a_run_names_which_of_the_generated_instances_it_used() -> None:
     assert bench_ruler._which({"n": 20, "skip": 0, "first": 3}) == "instances 1-3 of n = 20"
     args = bench_ruler.parse_args(["--n", "40", "--skip", "20"])
     assert (args.skip, args.first, args.n) == (20, None, 40)
+
+
+def test_a_qa_context_goes_to_ours_as_its_passages() -> None:
+    from benchmarks import bench_ruler
+
+    context = "\n\n".join(f"Document {k}:\nTown {k}\n{text}" for k, text in
+                          enumerate(retrieved_passages(12, answer_at=7), start=1))
+    assert "\n\n".join(bench_ruler.passages(context)) == context and len(bench_ruler.passages(context)) == 12
+    segments = [Segment("Answer from the documents.\n\n", role="user", protected=True),
+                Segment(context, role="document"), Segment(f"\n\nQuestion: {PASSAGES_QUESTION}", role="user")]
+    seen: list[list[Segment]] = []
+
+    class Recording(SpecPrefillCompressor):
+        def compress_segments(self, segs, *args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(list(segs))
+            return super().compress_segments(segs, *args, **kwargs)
+
+    words = lambda text: len(text.split())  # noqa: E731
+    inner = bl.Ours(Recording(tiny_draft("llama"), CompressionConfig(min_tokens=16), on_failure="raise"), words)
+    method = bench_ruler.AsDocuments(inner)
+    out = method.compress(segments, PASSAGES_QUESTION, 0.2)
+    assert method.name == "ours/docs" and [s.role for s in seen[0]] == ["document"] * 12
+    assert out.texts[0] == segments[0].text and out.texts[2] == segments[2].text
+    assert ANSWER_SENTENCE in out.texts[1] and out.tokens <= out.budget
+    assert out.tokens == sum(words(p) for p in out.texts[1].split("\n\n"))  # the passages' own tokens
+    with pytest.raises(SystemExit, match="qa"):
+        bench_ruler.main(["--tasks", "vt", "--as-documents"])

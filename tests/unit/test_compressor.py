@@ -19,7 +19,8 @@ from specprefill_agents import (
     SpecPrefillCompressor,
 )
 from specprefill_agents.alignment import detect_kind
-from specprefill_agents.testing import ARCHS, tiny_draft, tiny_tokenizer
+from specprefill_agents.testing import (ANSWER_SENTENCE, ARCHS, PASSAGES_QUESTION, retrieved_passages, tiny_draft,
+                                        tiny_tokenizer)
 
 PROSE = inspect.getdoc(textwrap.TextWrapper) or ""
 CODE = inspect.getsource(textwrap.dedent)
@@ -212,3 +213,35 @@ def test_tokenizer_offsets_are_used_for_unicode() -> None:
     res = _compressor(min_tokens=1).compress(text, query="café", keep_ratio=0.3, token_counter=tok)
     assert _is_subsequence(MARKERS.sub("", res.text), text)
     res.text.encode("utf-8")  # never splits a character
+
+
+def test_short_documents_are_measured_against_min_tokens_together() -> None:
+    docs = retrieved_passages(24)
+    comp = _compressor(min_tokens=300)
+    counts = [comp.counter()[0](d) for d in docs]
+    assert max(counts) < 300 < sum(counts)  # each passage alone would be left whole
+    res = comp.compress_segments([Segment(d, role="document") for d in docs], "Which town sells salt?",
+                                 keep_ratio=0.2)
+    assert res.stats.compressed_tokens <= res.stats.budget_tokens < sum(counts)
+    assert not any("min_tokens" in why for why in res.stats.passthrough_reasons.values())
+    assert "" in res.texts  # a passage with nothing the budget could afford is dropped whole
+    alone = comp.compress_segments([Segment(d, role="document") for d in docs[:2]], "salt?", keep_ratio=0.2)
+    assert alone.texts == docs[:2]  # two short passages together are still under min_tokens
+    assert "documents together are shorter than min_tokens" in alone.stats.passthrough_reasons[0]
+
+
+def test_a_passage_that_answers_is_kept_from_the_middle_of_the_set() -> None:
+    docs = retrieved_passages(16, answer_at=9)
+    comp = _compressor(min_tokens=16)
+    query = PASSAGES_QUESTION
+    res = comp.compress_segments([Segment(d, role="document") for d in docs], query, keep_ratio=0.1)
+    assert ANSWER_SENTENCE in res.texts[9]
+    assert res.stats.compressed_tokens <= res.stats.budget_tokens
+    # the same texts as chat messages keep the first and last unit of each, as before
+    msgs = comp.compress_segments([Segment(d, role="tool") for d in docs], query, keep_ratio=0.1)
+    assert "Quillbridge" not in msgs.texts[9]
+
+
+def test_a_single_document_keeps_its_anchors() -> None:
+    res = _compressor().compress_segments([Segment(PROSE, role="document")], "width?", keep_ratio=0.2)
+    assert res.texts[0].split()[0] == PROSE.split()[0] and res.texts[0].split()[-1] == PROSE.split()[-1]

@@ -484,3 +484,24 @@ def test_choose_fills_most_of_the_budget_with_a_bpe_like_counter(ratio: float) -
     budget = int(ratio * sum(bpe_like(p.text) for p in plans))
     used = total(plans, choose(plans, budget, bpe_like, config), bpe_like)
     assert 0.85 * budget <= used <= budget
+
+
+def test_plans_without_anchors_are_filled_within_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Documents of a set have no anchors: a plan with nothing kept has no gap to mark, and the fill
+    must stay within the budget by itself (else verification drops the lowest-scored pieces)."""
+    from specprefill_agents import selection
+
+    plans = [plan_segment(prose(40, p), *draft_tokens(prose(40, p), p), CFG, anchors=(False, False))
+             for p in range(12)]
+    assert not any(c.anchor for plan in plans for c in plan.chunks)
+    before: list[int] = []
+    real = selection._enforce
+
+    def spy(plans, kept, *args):  # type: ignore[no-untyped-def]
+        before.append(sum(words(render(plan, sorted(k), CFG)[0]) for plan, k in zip(plans, kept)))
+        real(plans, kept, *args)
+
+    monkeypatch.setattr(selection, "_enforce", spy)
+    kept = choose(plans, 60, words, CFG)
+    assert before[0] <= 60  # words count exactly: what the fill chose fits as it is
+    assert 50 <= total(plans, kept, words) <= 60 and any(not k for k in kept)

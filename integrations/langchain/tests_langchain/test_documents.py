@@ -17,8 +17,8 @@ from langchain_specprefill import (
     SpecPrefillDocumentCompressor,
     SpecPrefillDocumentTransformer,
 )
-from specprefill_agents import DraftModel, DraftModelError, SemanticModel, SpecPrefillCompressor
-from specprefill_agents.testing import KeywordSemantic
+from specprefill_agents import CompressionConfig, DraftModel, DraftModelError, SemanticModel, SpecPrefillCompressor
+from specprefill_agents.testing import ANSWER_SENTENCE, PASSAGES_QUESTION, KeywordSemantic, retrieved_passages
 from specprefill_agents.integration import DOCUMENT_SETTINGS
 
 QUERY = "How are long lines wrapped?"
@@ -164,3 +164,18 @@ def test_documents_still_compress_when_the_encoder_cannot_be_had(
     assert sum(len(d.page_content) for d in out) < sum(len(d.page_content) for d in docs)  # not passed through
     assert all(d.metadata["specprefill"]["failure"] is None for d in out)
     assert "injected" in (out[0].metadata["specprefill"].get("degraded") or "")
+
+
+def test_many_short_passages_compress_as_one_set(draft) -> None:
+    texts = retrieved_passages(20, answer_at=12)
+    docs = [Document(t, metadata={"rank": i}, id=f"p{i}") for i, t in enumerate(texts)]
+    compressor = SpecPrefillCompressor(draft, CompressionConfig(min_tokens=200), on_failure="raise")
+    retrieval = SpecPrefillDocumentCompressor(compressor=compressor, keep_ratio=0.1)
+    out = retrieval.compress_documents(docs, PASSAGES_QUESTION)
+    assert [d.id for d in out] == [d.id for d in docs]
+    stats = [d.metadata["specprefill"] for d in out]
+    assert all(s["original_tokens"] < 200 for s in stats)  # each passage alone is under min_tokens
+    assert ANSWER_SENTENCE in out[12].page_content
+    empty = [d for d in out if not d.page_content]
+    assert empty and all(d.metadata["specprefill"]["compressed_tokens"] == 0 for d in empty)
+    assert sum(s["compressed_tokens"] for s in stats) < 0.2 * sum(s["original_tokens"] for s in stats)
