@@ -34,6 +34,7 @@ class _DocumentCompression(BaseModel):
     token_counter: Any = Field(default=None, exclude=True)
     on_failure: OnFailure = "warn"
     metadata_key: str = "specprefill"
+    drop_empty: bool = False
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
@@ -61,6 +62,7 @@ class _DocumentCompression(BaseModel):
         out = [
             doc.model_copy(update={"page_content": text, "metadata": {**doc.metadata, self.metadata_key: info}})
             for doc, text, info in zip(documents, outcome.texts, outcome.stats)
+            if text or not doc.page_content or not self.drop_empty
         ]
         return out, outcome.report
 
@@ -75,7 +77,9 @@ class SpecPrefillDocumentCompressor(_DocumentCompression, BaseDocumentCompressor
     is used as it is);
     ``metadata_key`` names the stats entry added to each document's metadata; a document whose
     metadata already holds that key with a value of its own raises :class:`ConfigError` (nothing
-    of the user's is overwritten).
+    of the user's is overwritten).  The documents compress as one set, so one with nothing for the
+    query comes back empty; ``drop_empty=True`` leaves those out, as LangChain's filters do (the
+    default keeps every document, in order).
     """
 
     def compress_documents(

@@ -179,3 +179,6 @@ def test_many_short_passages_compress_as_one_set(draft) -> None:
     empty = [d for d in out if not d.page_content]
     assert empty and all(d.metadata["specprefill"]["compressed_tokens"] == 0 for d in empty)
     assert sum(s["compressed_tokens"] for s in stats) < 0.2 * sum(s["original_tokens"] for s in stats)
+    kept = SpecPrefillDocumentCompressor(compressor=compressor, keep_ratio=0.1, drop_empty=True).compress_documents(
+        docs, PASSAGES_QUESTION)
+    assert [d.id for d in kept] == [d.id for d in out if d.page_content]  # the same, less the empty ones

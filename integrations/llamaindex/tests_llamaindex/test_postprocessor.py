@@ -168,3 +168,6 @@ def test_many_short_nodes_compress_as_one_set(draft) -> None:
     assert ANSWER_SENTENCE in out[12].node.get_content()
     assert any(not n.node.get_content() for n in out)  # a node with nothing for the query comes back empty
     assert sum(s["compressed_tokens"] for s in stats) < 0.2 * sum(s["original_tokens"] for s in stats)
+    post = SpecPrefillNodePostprocessor(compressor, keep_ratio=0.1, drop_empty=True)
+    kept = post.postprocess_nodes(nodes, query_str=PASSAGES_QUESTION)
+    assert [(n.node.node_id, n.score) for n in kept] == [(n.node.node_id, n.score) for n in out if n.node.get_content()]

@@ -7,7 +7,7 @@ import logging
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from .nodes import NodeCompression
+from .nodes import NodeCompression, node_text
 
 __all__ = ["SpecPrefillNodePostprocessor"]
 
@@ -41,7 +41,12 @@ class SpecPrefillNodePostprocessor(NodeCompression, BaseNodePostprocessor):
         on_failure: ``"warn"`` (default) / ``"passthrough"``: nodes pass through uncompressed;
             ``"raise"``.
         metadata_key: where each node's stats go.
+        drop_empty: leave out the nodes that came back empty (the nodes compress as one set, so
+            one with nothing for the query keeps no text), so that a ``refine`` synthesizer makes no
+            call for them; the default keeps every node, in order.
     """
+
+    drop_empty: bool = False
 
     @classmethod
     def class_name(cls) -> str:
@@ -54,4 +59,5 @@ class SpecPrefillNodePostprocessor(NodeCompression, BaseNodePostprocessor):
         if query is None and nodes:
             logger.info("%s: no query given, the tail of the nodes' text acts as the query", self.class_name())
         compressed, _ = self._compress_nodes([n.node for n in nodes], query)
-        return [NodeWithScore(node=node, score=n.score) for n, node in zip(nodes, compressed)]
+        return [NodeWithScore(node=node, score=n.score) for n, node in zip(nodes, compressed)
+                if not (self.drop_empty and node_text(node) == "" and node_text(n.node))]
