@@ -62,7 +62,7 @@ class _DocumentCompression(BaseModel):
         out = [
             doc.model_copy(update={"page_content": text, "metadata": {**doc.metadata, self.metadata_key: info}})
             for doc, text, info in zip(documents, outcome.texts, outcome.stats)
-            if text or not doc.page_content or not self.drop_empty
+            if not (self.drop_empty and doc.page_content and not text)  # left out: emptied by the compression
         ]
         return out, outcome.report
 
